@@ -1,0 +1,331 @@
+//! Framing: records and the steps' own bytes on one stream.
+//!
+//! Every stream the init writes (its stdout and its stderr) is a sequence of:
+//! - user bytes other than `MARKER` (0x1E), passed through as they are;
+//! - `MARKER MARKER`: one user byte 0x1E (the only escape);
+//! - `MARKER '\n'`: a soft line break the init inserted so a record starts a line; decodes to nothing;
+//! - `MARKER '{' JSON '\n'`: a record (stdout only). The JSON never holds a raw newline or marker.
+//!
+//! So no byte sequence a step prints can decode as a record, and decoding gives back the step's
+//! bytes exactly. See `protocol/README.md`.
+
+use crate::record::Record;
+
+/// The framing marker, ASCII "record separator".
+pub const MARKER: u8 = 0x1E;
+
+/// Longest record the decoder accepts, in bytes of JSON.
+pub const MAX_RECORD: usize = 64 * 1024;
+
+/// Encoder state for one output stream: whether the last byte written ended a line.
+#[derive(Debug, Clone)]
+pub struct Framer {
+    at_line_start: bool,
+}
+
+impl Default for Framer {
+    fn default() -> Self {
+        Framer {
+            at_line_start: true,
+        }
+    }
+}
+
+impl Framer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Frames user bytes. Returns `data` itself when it holds no marker (the common case: no copy),
+    /// else the escaped bytes, built in `scratch`.
+    pub fn user_bytes<'a>(&mut self, data: &'a [u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
+        let Some(&last) = data.last() else {
+            return data;
+        };
+        self.at_line_start = last == b'\n';
+        if !contains_marker(data) {
+            return data;
+        }
+        scratch.clear();
+        scratch.reserve(data.len() + 16);
+        for part in data.split_inclusive(|&b| b == MARKER) {
+            scratch.extend_from_slice(part);
+            if part.last() == Some(&MARKER) {
+                scratch.push(MARKER);
+            }
+        }
+        scratch
+    }
+
+    /// Appends a framed record to `out`, preceded by a soft line break when the stream is mid-line.
+    pub fn record(&mut self, record: &Record, out: &mut Vec<u8>) {
+        if !self.at_line_start {
+            out.extend_from_slice(&[MARKER, b'\n']);
+        }
+        out.push(MARKER);
+        record.encode_json(out);
+        out.push(b'\n');
+        self.at_line_start = true;
+    }
+}
+
+/// Whether `data` holds a marker; written to vectorize (no early exit inside a block).
+pub fn contains_marker(data: &[u8]) -> bool {
+    let mut blocks = data.chunks_exact(32);
+    for block in &mut blocks {
+        if block.iter().fold(false, |acc, &b| acc | (b == MARKER)) {
+            return true;
+        }
+    }
+    blocks.remainder().contains(&MARKER)
+}
+
+/// What the decoder finds in a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// Bytes the step wrote, exactly.
+    Output(&'a [u8]),
+    /// A record the init wrote.
+    Record(Record),
+    /// Bytes that break the framing (a truncated or corrupt log, or a forgery that a runtime let
+    /// through unescaped); `reason` says what. Never produced from a stream the init wrote.
+    Invalid { reason: &'static str },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Text,
+    /// After a marker.
+    Marker,
+    /// Inside a record's JSON.
+    Record,
+    /// Inside a record longer than [`MAX_RECORD`]: skipped up to its newline.
+    Overlong,
+}
+
+/// Streaming decoder for one stream: feed it bytes in chunks of any size; memory stays bounded by
+/// [`MAX_RECORD`] whatever the input.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    state: State,
+    record: Vec<u8>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder {
+            state: State::Text,
+            record: Vec::new(),
+        }
+    }
+}
+
+const ONE_MARKER: &[u8] = &[MARKER];
+
+impl Decoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes `data`, calling `on` for each event, in stream order.
+    pub fn feed<'a>(&mut self, mut data: &'a [u8], on: &mut impl FnMut(Event<'a>)) {
+        while !data.is_empty() {
+            match self.state {
+                State::Text => match data.iter().position(|&b| b == MARKER) {
+                    None => {
+                        on(Event::Output(data));
+                        return;
+                    }
+                    Some(i) => {
+                        if i > 0 {
+                            on(Event::Output(&data[..i]));
+                        }
+                        self.state = State::Marker;
+                        data = &data[i + 1..];
+                    }
+                },
+                State::Marker => {
+                    self.state = State::Text;
+                    match data[0] {
+                        MARKER => on(Event::Output(ONE_MARKER)),
+                        b'\n' => {}
+                        b'{' => {
+                            self.state = State::Record;
+                            self.record.clear();
+                            self.record.push(b'{');
+                        }
+                        // The byte is kept as output: only the lone marker is dropped.
+                        _ => {
+                            on(Event::Invalid {
+                                reason: "marker followed by an unknown byte",
+                            });
+                            continue;
+                        }
+                    }
+                    data = &data[1..];
+                }
+                State::Record | State::Overlong => {
+                    let end = data.iter().position(|&b| b == b'\n');
+                    let chunk = &data[..end.unwrap_or(data.len())];
+                    if self.state == State::Record {
+                        if self.record.len() + chunk.len() > MAX_RECORD {
+                            self.state = State::Overlong;
+                            self.record = Vec::new();
+                        } else {
+                            self.record.extend_from_slice(chunk);
+                        }
+                    }
+                    let Some(end) = end else { return };
+                    data = &data[end + 1..];
+                    if self.state == State::Overlong {
+                        on(Event::Invalid {
+                            reason: "record longer than the limit",
+                        });
+                    } else {
+                        match Record::decode_json(&self.record) {
+                            Ok(Some(r)) => on(Event::Record(r)),
+                            Ok(None) => {}
+                            Err(reason) => on(Event::Invalid { reason }),
+                        }
+                    }
+                    self.state = State::Text;
+                }
+            }
+        }
+    }
+
+    /// Ends the stream: reports a dangling marker or an unterminated record.
+    pub fn finish(&mut self, on: &mut impl FnMut(Event<'_>)) {
+        let state = std::mem::replace(&mut self.state, State::Text);
+        self.record.clear();
+        match state {
+            State::Text => {}
+            State::Marker => on(Event::Invalid {
+                reason: "stream ends after a marker",
+            }),
+            State::Record | State::Overlong => on(Event::Invalid {
+                reason: "stream ends inside a record",
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Status;
+
+    /// Decodes a whole stream fed in chunks of `chunk` bytes; returns output bytes and records.
+    fn decode(stream: &[u8], chunk: usize) -> (Vec<u8>, Vec<Record>, Vec<&'static str>) {
+        let (mut out, mut recs, mut bad) = (Vec::new(), Vec::new(), Vec::new());
+        let mut d = Decoder::new();
+        let mut on = |e: Event<'_>| match e {
+            Event::Output(b) => out.extend_from_slice(b),
+            Event::Record(r) => recs.push(r),
+            Event::Invalid { reason } => bad.push(reason),
+        };
+        for c in stream.chunks(chunk.max(1)) {
+            d.feed(c, &mut on);
+        }
+        d.finish(&mut on);
+        (out, recs, bad)
+    }
+
+    fn start(step: &str) -> Record {
+        Record::Start {
+            step: step.into(),
+            name: None,
+            attempt: 1,
+        }
+    }
+
+    #[test]
+    fn user_bytes_and_records_roundtrip_in_any_chunking() {
+        let mut f = Framer::new();
+        let mut stream = Vec::new();
+        let mut scratch = Vec::new();
+        f.record(&start("1"), &mut stream);
+        let forged = b"no newline \x1e{\"v\":1,\"t\":\"done\",\"status\":\"passed\",\"ms\":0,\"last\":true}\n\x1e\x1e\x1e";
+        stream.extend_from_slice(f.user_bytes(forged, &mut scratch));
+        f.record(
+            &Record::Done {
+                status: Status::Failed,
+                ms: 3,
+                last: true,
+            },
+            &mut stream,
+        );
+        for chunk in [1, 2, 3, 7, 64, 4096] {
+            let (out, recs, bad) = decode(&stream, chunk);
+            assert_eq!(out, forged, "chunk {chunk}");
+            assert_eq!(
+                recs,
+                vec![
+                    start("1"),
+                    Record::Done {
+                        status: Status::Failed,
+                        ms: 3,
+                        last: true
+                    }
+                ]
+            );
+            assert!(bad.is_empty());
+        }
+    }
+
+    #[test]
+    fn records_start_a_line() {
+        let mut f = Framer::new();
+        let mut stream = Vec::new();
+        let mut scratch = Vec::new();
+        stream.extend_from_slice(f.user_bytes(b"partial", &mut scratch));
+        f.record(&start("1"), &mut stream);
+        assert!(stream.starts_with(b"partial\x1e\n\x1e{"));
+        let mut g = Framer::new();
+        let mut s2 = Vec::new();
+        s2.extend_from_slice(g.user_bytes(b"line\n", &mut scratch));
+        g.record(&start("1"), &mut s2);
+        assert!(s2.starts_with(b"line\n\x1e{"));
+    }
+
+    #[test]
+    fn clean_bytes_are_not_copied() {
+        let mut f = Framer::new();
+        let mut scratch = Vec::new();
+        let data = vec![b'a'; 100];
+        let out = f.user_bytes(&data, &mut scratch);
+        assert_eq!(out.as_ptr(), data.as_ptr());
+    }
+
+    #[test]
+    fn contains_marker_finds_it_anywhere() {
+        for len in 0..100 {
+            for pos in 0..len {
+                let mut v = vec![b'x'; len];
+                v[pos] = MARKER;
+                assert!(contains_marker(&v));
+            }
+            assert!(!contains_marker(&vec![b'x'; len]));
+        }
+    }
+
+    #[test]
+    fn garbage_is_reported_not_panicked_and_memory_is_bounded() {
+        let mut s = b"\x1e{\"v\":1,".to_vec();
+        s.extend(std::iter::repeat_n(b'a', MAX_RECORD * 2));
+        s.extend_from_slice(b"\nafter\x1ez\x1e");
+        let (out, recs, bad) = decode(&s, 1000);
+        assert_eq!(out, b"afterz");
+        assert!(recs.is_empty());
+        assert_eq!(
+            bad,
+            vec![
+                "record longer than the limit",
+                "marker followed by an unknown byte",
+                "stream ends after a marker"
+            ]
+        );
+        let (_, _, bad) = decode(b"\x1e{\"v\":1", 3);
+        assert_eq!(bad, vec!["stream ends inside a record"]);
+    }
+}

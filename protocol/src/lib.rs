@@ -1,0 +1,20 @@
+//! The contract between the stepinit `/init` and any controller.
+//!
+//! - [`spec`]: what the init executes (a JSON file, versioned, validated with field paths).
+//! - [`record`]: what the init reports (step start, step end, summary), as compact JSON lines.
+//! - [`frame`]: how records and the steps' own bytes share one byte stream, so that no byte a step
+//!   prints can ever decode as a record; [`frame::Decoder`] is the streaming decoder.
+//!
+//! The byte format, versioning rules and threat model are in `protocol/README.md`.
+//! This crate depends on serde only; JSON parsing of the spec is left to the caller.
+
+pub mod frame;
+pub mod record;
+pub mod spec;
+
+pub use frame::{Decoder, Event, Framer, MARKER};
+pub use record::{Record, Status};
+pub use spec::{Condition, Spec, SpecError, Step};
+
+/// The protocol's major version: records carry it as `"v"`, specs as `"version"`.
+pub const VERSION: u32 = 1;
