@@ -1,1 +1,21 @@
-fn main() {}
+//! The `init` binary: argv straight from the C entry point to [`stepinit::cli_main`].
+//!
+//! `#![no_main]`: std's runtime set-up (SIGPIPE ignored, an alternate signal stack, handlers for
+//! SIGSEGV/SIGBUS) is skipped; PID 1 wants none of it, and the wrap path stays a few thousand
+//! instructions long.
+#![no_main]
+
+use std::ffi::{CStr, OsString};
+use std::os::raw::{c_char, c_int};
+use std::os::unix::ffi::OsStringExt;
+
+#[no_mangle]
+pub extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
+    let mut args = Vec::with_capacity(argc.max(1) as usize - 1);
+    for i in 1..argc.max(1) as usize {
+        // SAFETY: the C runtime passes argc valid NUL-terminated strings.
+        let a = unsafe { CStr::from_ptr(*argv.add(i)) };
+        args.push(OsString::from_vec(a.to_bytes().to_vec()));
+    }
+    stepinit::cli_main(args)
+}

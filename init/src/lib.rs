@@ -1,0 +1,17 @@
+//! stepinit: a small static `/init` that is a real PID 1 and runs a container's steps in sequence.
+//!
+//! [`cli_main`] is the whole command line (see `docs/init-cli.md` and `init/README.md`); the
+//! `init` binary is a thin wrapper around it, and `stepctl` embeds it.
+
+pub mod proc;
+pub mod sys;
+pub mod wrap;
+
+use std::ffi::OsString;
+
+/// Runs the init's CLI in-process; `args` is argv without argv[0]. Returns the exit code.
+pub fn cli_main(args: Vec<OsString>) -> i32 {
+    match args.first().map(|a| a.as_encoded_bytes()) {
+        _ => wrap::run(args),
+    }
+}

@@ -1,0 +1,570 @@
+//! The process boundary: spawn one step, relay its output, reap everything, stop its whole tree.
+//!
+//! Everything PID 1 does, in one place:
+//! 1. At start: block every signal and read them from a signalfd (nothing is ever delivered
+//!    asynchronously, so SIGTSTP/SIGTTIN/SIGTTOU cannot stop us and a kill()ed SIGSEGV cannot kill
+//!    us); become a child subreaper when we are not PID 1; make ourselves non-dumpable.
+//! 2. Spawn: fork; the child joins its own process group, takes the terminal's foreground when it
+//!    has one, gets default dispositions and an empty mask, and execs. Exec errors come back
+//!    through a close-on-exec pipe.
+//! 3. Wait: one poll() over the signalfd and the step's output pipes, with the nearest deadline as
+//!    timeout. SIGCHLD -> waitpid(-1, WNOHANG) until nothing is left; SIGTERM/SIGINT -> reported
+//!    to the caller (who starts the stop sequence); any other signal -> forwarded to the group.
+//! 4. Stop sequence: the signal to the group and to our other children (descendants that left
+//!    the group were re-parented to us), wait up to the grace, then SIGKILL to everything left,
+//!    again each time an orphan is re-parented to us, until waitpid says ECHILD.
+
+use crate::sys::{self, Errno, Pid};
+use std::ffi::{CStr, CString};
+use std::os::raw::c_char;
+use stepinit_protocol::{Framer, Record};
+
+/// Size of the relay buffer: output memory stays bounded whatever the step prints.
+const RELAY_BUF: usize = 64 * 1024;
+
+/// What a step is started with; every pointer is prepared before fork (the child allocates nothing).
+pub struct Launch<'a> {
+    pub path: &'a CStr,
+    /// NULL-terminated argv.
+    pub argv: &'a [*const c_char],
+    /// NULL-terminated envp, or None for the init's own environment.
+    pub envp: Option<&'a [*const c_char]>,
+    pub cwd: Option<&'a CStr>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Relay stdout/stderr through pipes (framed) instead of letting the child inherit ours.
+    pub relay: bool,
+}
+
+/// Why a spawn failed after fork: which stage, and the errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpawnError {
+    Fork(Errno),
+    Chdir(Errno),
+    Credentials(Errno),
+    Exec(Errno),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Idle,
+    /// First signal sent; SIGKILL at this monotonic ms.
+    Term(u64),
+    /// Everything left gets SIGKILL, including each newly re-parented orphan.
+    Kill,
+}
+
+struct Stream {
+    fd: libc::c_int,
+    /// 0: our stdout, 1: our stderr.
+    which: usize,
+}
+
+/// A running step: its main process, the process group it leads, and what is left of its tree.
+pub struct Child {
+    pub pid: Pid,
+    main_code: Option<i32>,
+    gone: bool,
+    stop: Stop,
+    grace_ms: u64,
+    streams: Vec<Stream>,
+}
+
+impl Child {
+    pub fn main_exited(&self) -> bool {
+        self.main_code.is_some()
+    }
+}
+
+/// What ended a wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// SIGTERM or SIGINT arrived (already counted; the caller decides to stop).
+    Interrupt(i32),
+    /// The deadline passed while the main process still ran.
+    Deadline,
+    /// The main process exited and nothing is left of its tree: its exit code (128+N: signal N).
+    Gone(i32),
+}
+
+pub struct Supervisor {
+    sfd: libc::c_int,
+    pid1: bool,
+    /// Whether /proc is ours (its `self` is our pid); None until first needed.
+    proc_ok: Option<bool>,
+    interrupt: Option<i32>,
+    framers: [Framer; 2],
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Supervisor {
+    /// Step 1 of the module doc. Call once, before anything else, at the very start.
+    pub fn new() -> Result<Supervisor, Errno> {
+        let sfd = sys::block_all_signals()?;
+        let pid1 = sys::getpid() == 1;
+        // SAFETY: prctl with integer arguments only.
+        unsafe {
+            // Orphans of our tree come to us (PID 1 gets them anyway).
+            if !pid1 {
+                libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+            }
+            // No ptrace/proc-mem access to us by a step running as our uid: our fds stay ours.
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        }
+        Ok(Supervisor {
+            sfd,
+            pid1,
+            proc_ok: None,
+            interrupt: None,
+            framers: [Framer::new(), Framer::new()],
+            buf: Vec::new(),
+            scratch: Vec::new(),
+            out: Vec::new(),
+        })
+    }
+
+    /// Prints a framed record on stdout. Write errors are ignored: a closed stdout must not stop
+    /// the workflow (results also go to the state and the termination log).
+    pub fn emit(&mut self, r: &Record) {
+        self.out.clear();
+        self.framers[0].record(r, &mut self.out);
+        let _ = sys::write_all(1, &self.out);
+    }
+
+    /// Step 2 of the module doc.
+    pub fn spawn(&mut self, l: &Launch, grace_ms: u64) -> Result<Child, SpawnError> {
+        let mut pipes = [(-1, -1); 2];
+        if l.relay {
+            for p in pipes.iter_mut() {
+                *p = sys::pipe().map_err(SpawnError::Fork)?;
+            }
+        }
+        let (err_r, err_w) = match sys::pipe() {
+            Ok(p) => p,
+            Err(e) => {
+                close_pipes(&pipes);
+                return Err(SpawnError::Fork(e));
+            }
+        };
+        let none: *const c_char = std::ptr::null();
+        let envp = match l.envp {
+            Some(e) => e.as_ptr(),
+            None => unsafe { current_environ() },
+        };
+        let cwd = l.cwd.map_or(none, |c| c.as_ptr());
+        let empty = sys::empty_sigset();
+        // SAFETY: fork in a single-threaded process; the child only makes async-signal-safe
+        // system calls on memory prepared above and leaves by execve or _exit.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            let e = Errno::last();
+            close_pipes(&pipes);
+            sys::close(err_r);
+            sys::close(err_w);
+            return Err(SpawnError::Fork(e));
+        }
+        if pid == 0 {
+            unsafe {
+                child_after_fork(l, envp, cwd, &empty, pipes, err_w);
+            }
+        }
+        // Also set the group from our side: no window where kill(-pid) would miss the child.
+        unsafe { libc::setpgid(pid, pid) };
+        sys::close(err_w);
+        let mut streams = Vec::new();
+        if l.relay {
+            for (which, p) in pipes.iter().enumerate() {
+                sys::close(p.1);
+                streams.push(Stream { fd: p.0, which });
+            }
+        }
+        let mut msg = [0u8; 8];
+        let n = read_full(err_r, &mut msg);
+        sys::close(err_r);
+        if n == 8 {
+            // The child failed before exec and exits 127: collect it now, report the reason.
+            let stage = i32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
+            let errno = Errno(i32::from_ne_bytes([msg[4], msg[5], msg[6], msg[7]]));
+            let mut st = 0;
+            unsafe { libc::waitpid(pid, &mut st, 0) };
+            for s in &streams {
+                sys::close(s.fd);
+            }
+            return Err(match stage {
+                1 => SpawnError::Chdir(errno),
+                2 => SpawnError::Credentials(errno),
+                _ => SpawnError::Exec(errno),
+            });
+        }
+        if l.relay && self.buf.is_empty() {
+            self.buf = vec![0; RELAY_BUF];
+        }
+        Ok(Child {
+            pid,
+            main_code: None,
+            gone: false,
+            stop: Stop::Idle,
+            grace_ms,
+            streams,
+        })
+    }
+
+    /// Step 3 of the module doc. `deadline` (monotonic ms) only matters while the main process runs.
+    pub fn wait(&mut self, c: &mut Child, deadline: Option<u64>) -> Wake {
+        let mut pfds = [libc::pollfd {
+            fd: self.sfd,
+            events: libc::POLLIN,
+            revents: 0,
+        }; 3];
+        loop {
+            if let Some(s) = self.interrupt.take() {
+                return Wake::Interrupt(s);
+            }
+            if c.gone && c.streams.is_empty() {
+                return Wake::Gone(c.main_code.unwrap_or(255));
+            }
+            let now = sys::now_ms();
+            let mut until: Option<u64> = None;
+            if let (Some(d), false) = (deadline, c.main_exited()) {
+                if now >= d {
+                    return Wake::Deadline;
+                }
+                until = Some(d);
+            }
+            if let Stop::Term(kill_at) = c.stop {
+                if now >= kill_at {
+                    self.kill_everything(c);
+                    continue;
+                }
+                until = Some(until.map_or(kill_at, |u| u.min(kill_at)));
+            }
+            // While the tree is alive we also wait for SIGCHLD; once it is gone, only for EOF.
+            let timeout = until.map_or(-1, |u| (u - now).min(i32::MAX as u64) as i32);
+            let mut n = 0;
+            if !c.gone {
+                pfds[0].fd = self.sfd;
+                n = 1;
+            }
+            for s in &c.streams {
+                pfds[n] = libc::pollfd {
+                    fd: s.fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                n += 1;
+            }
+            for p in pfds.iter_mut() {
+                p.revents = 0;
+            }
+            // SAFETY: pfds[..n] are valid pollfds.
+            let r = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, timeout) };
+            if r <= 0 {
+                continue;
+            }
+            let first_stream = if c.gone { 0 } else { 1 };
+            // Output first, so a step's last bytes are relayed before its end is reported.
+            for i in (first_stream..n).rev() {
+                if pfds[i].revents != 0 {
+                    self.relay(c, i - first_stream);
+                }
+            }
+            if !c.gone && pfds[0].revents != 0 {
+                self.on_signals(c);
+            }
+        }
+    }
+
+    fn relay(&mut self, c: &mut Child, idx: usize) {
+        let s = &c.streams[idx];
+        match sys::read(s.fd, &mut self.buf) {
+            Ok(n) if n > 0 => {
+                let framed = self.framers[s.which].user_bytes(&self.buf[..n], &mut self.scratch);
+                let _ = sys::write_all(1 + s.which as libc::c_int, framed);
+            }
+            _ => {
+                sys::close(s.fd);
+                c.streams.remove(idx);
+            }
+        }
+    }
+
+    fn on_signals(&mut self, c: &mut Child) {
+        let mut sigs = [0; 16];
+        let n = sys::read_signals(self.sfd, &mut sigs);
+        for &sig in &sigs[..n] {
+            match sig {
+                libc::SIGCHLD => self.reap(c),
+                libc::SIGTERM | libc::SIGINT => {
+                    self.interrupt.get_or_insert(sig);
+                }
+                // When we relay, a SIGPIPE is about our own stdout, not the step's business.
+                libc::SIGPIPE if !c.streams.is_empty() => {}
+                // Everything else is the step's business (SIGHUP, SIGUSR1, SIGWINCH, SIGTSTP...).
+                _ => {
+                    sys::kill(-c.pid, sig);
+                }
+            }
+        }
+    }
+
+    fn reap(&mut self, c: &mut Child) {
+        loop {
+            match sys::reap_one() {
+                sys::Reaped::Child(pid, code) if pid == c.pid => c.main_code = Some(code),
+                sys::Reaped::Child(..) => {}
+                sys::Reaped::None => break,
+                sys::Reaped::NoChildren => {
+                    c.gone = true;
+                    return;
+                }
+            }
+        }
+        match c.stop {
+            // The main process is gone but others are left: they get the stop sequence.
+            Stop::Idle if c.main_exited() => self.stop(c, libc::SIGTERM),
+            // New orphans were re-parented to us while we kill: they die too.
+            Stop::Kill => self.kill_everything(c),
+            _ => {}
+        }
+    }
+
+    /// Step 4 of the module doc: `sig` (SIGTERM, or the SIGINT received) now, SIGKILL after the
+    /// grace. Idempotent.
+    pub fn stop(&mut self, c: &mut Child, sig: i32) {
+        if c.stop != Stop::Idle || c.gone {
+            return;
+        }
+        sys::kill(-c.pid, sig);
+        for pid in self.children() {
+            // Group members already got it: a second SIGINT means "force" to many programs.
+            if unsafe { libc::getpgid(pid) } != c.pid {
+                sys::kill(pid, sig);
+            }
+        }
+        c.stop = Stop::Term(sys::now_ms().saturating_add(c.grace_ms));
+        if c.grace_ms == 0 {
+            self.kill_everything(c);
+        }
+    }
+
+    fn kill_everything(&mut self, c: &mut Child) {
+        c.stop = Stop::Kill;
+        if self.pid1 {
+            // PID 1 of a pid namespace: every other process in it is ours to kill.
+            sys::kill(-1, libc::SIGKILL);
+            return;
+        }
+        // Never kill(-1) outside our own namespace: the group, then each child of ours. Their
+        // zombies are not reaped between the listing and the kill, so the pids cannot be reused.
+        sys::kill(-c.pid, libc::SIGKILL);
+        for pid in self.children() {
+            sys::kill(pid, libc::SIGKILL);
+        }
+    }
+
+    /// Our direct children, from /proc (only when /proc belongs to our pid namespace).
+    fn children(&mut self) -> Vec<Pid> {
+        let me = sys::getpid();
+        let ok = *self.proc_ok.get_or_insert_with(|| {
+            std::fs::read_link("/proc/self")
+                .map(|p| p.as_os_str().as_encoded_bytes() == me.to_string().as_bytes())
+                .unwrap_or(false)
+        });
+        let mut out = Vec::new();
+        if !ok {
+            return out;
+        }
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) {
+            out.extend(
+                s.split_ascii_whitespace()
+                    .filter_map(|p| p.parse::<Pid>().ok()),
+            );
+            return out;
+        }
+        // Kernels without CONFIG_PROC_CHILDREN: scan every process's parent.
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for e in dir.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.parse::<Pid>().ok()) else {
+                continue;
+            };
+            if let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) {
+                if parent_of(&stat) == Some(me) {
+                    out.push(pid);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The ppid field of /proc/PID/stat (after the last ')', the comm may contain anything).
+fn parent_of(stat: &[u8]) -> Option<Pid> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+fn close_pipes(p: &[(libc::c_int, libc::c_int); 2]) {
+    for &(r, w) in p {
+        if r >= 0 {
+            sys::close(r);
+            sys::close(w);
+        }
+    }
+}
+
+fn read_full(fd: libc::c_int, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        match sys::read(fd, &mut buf[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    got
+}
+
+extern "C" {
+    static environ: *const *const c_char;
+}
+
+unsafe fn current_environ() -> *const *const c_char {
+    environ
+}
+
+/// The child between fork and exec: async-signal-safe calls only, no allocation, no return.
+unsafe fn child_after_fork(
+    l: &Launch,
+    envp: *const *const c_char,
+    cwd: *const c_char,
+    empty: &libc::sigset_t,
+    pipes: [(libc::c_int, libc::c_int); 2],
+    err_w: libc::c_int,
+) -> ! {
+    let fail = |stage: i32| -> ! {
+        let e = Errno::last().0;
+        let mut msg = [0u8; 8];
+        msg[..4].copy_from_slice(&stage.to_ne_bytes());
+        msg[4..].copy_from_slice(&e.to_ne_bytes());
+        libc::write(err_w, msg.as_ptr().cast(), 8);
+        libc::_exit(127)
+    };
+    // Own process group: signals for the step reach its whole group, never us.
+    libc::setpgid(0, 0);
+    // Foreground of the terminal, if any, so an interactive step can read it (SIGTTOU is blocked
+    // here, so this cannot stop us; ENOTTY is the common, ignored case).
+    libc::tcsetpgrp(0, libc::getpid());
+    if l.relay {
+        // dup2 clears close-on-exec on the copies: only fds 1 and 2 reach the step.
+        libc::dup2(pipes[0].1, 1);
+        libc::dup2(pipes[1].1, 2);
+    }
+    if !cwd.is_null() && libc::chdir(cwd) != 0 {
+        fail(1);
+    }
+    if let Some(g) = l.gid {
+        if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(g) != 0 {
+            fail(2);
+        }
+    }
+    if let Some(u) = l.uid {
+        if libc::setuid(u) != 0 {
+            fail(2);
+        }
+    }
+    // Default dispositions (an ignored SIGPIPE or SIGINT we inherited is not the step's), then
+    // the empty mask, last, so no signal is delivered to the child before it execs.
+    for sig in 1..65 {
+        libc::signal(sig, libc::SIG_DFL);
+    }
+    libc::sigprocmask(libc::SIG_SETMASK, empty, std::ptr::null_mut());
+    libc::execve(l.path.as_ptr(), l.argv.as_ptr(), envp);
+    fail(3)
+}
+
+/// Finds `prog` as execvp would: with a `/` it is used as is, else searched in `path` (a
+/// PATH value). Err: (exit code 127/126, reason).
+pub fn resolve_program(prog: &str, path: &str) -> Result<CString, (i32, String)> {
+    let not_found = || (127, format!("program not found: {prog}"));
+    let not_exec = || (126, format!("program not executable: {prog}"));
+    if prog.is_empty() {
+        return Err(not_found());
+    }
+    if prog.contains('\0') {
+        return Err((127, "program name contains a NUL byte".into()));
+    }
+    if prog.contains('/') {
+        let c = CString::new(prog).map_err(|_| not_found())?;
+        return match sys::is_executable_file(&c) {
+            None => Err(not_found()),
+            Some(false) => Err(not_exec()),
+            Some(true) => Ok(c),
+        };
+    }
+    let mut seen_non_exec = false;
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let mut full = Vec::with_capacity(dir.len() + prog.len() + 2);
+        full.extend_from_slice(dir.as_bytes());
+        full.push(b'/');
+        full.extend_from_slice(prog.as_bytes());
+        let Ok(c) = CString::new(full) else { continue };
+        match sys::is_executable_file(&c) {
+            Some(true) => return Ok(c),
+            Some(false) => seen_non_exec = true,
+            None => {}
+        }
+    }
+    Err(if seen_non_exec {
+        not_exec()
+    } else {
+        not_found()
+    })
+}
+
+/// Exit code and reason for a spawn that failed after fork.
+pub fn describe_spawn_error(e: SpawnError, prog: &str, cwd: Option<&str>) -> (i32, String) {
+    match e {
+        SpawnError::Fork(e) => (1, format!("cannot start {prog}: {e}")),
+        SpawnError::Chdir(e) => (
+            1,
+            format!("cannot enter working directory {}: {e}", cwd.unwrap_or("?")),
+        ),
+        SpawnError::Credentials(e) => (1, format!("cannot switch user/group: {e}")),
+        SpawnError::Exec(e) if e.0 == libc::ENOENT => (127, format!("program not found: {prog}")),
+        SpawnError::Exec(e) => (126, format!("cannot execute {prog}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ppid_is_read_after_the_last_paren() {
+        assert_eq!(parent_of(b"12 (a) b) c) S 7 12 12 0"), Some(7));
+        assert_eq!(parent_of(b"garbage"), None);
+    }
+
+    #[test]
+    fn programs_are_resolved_like_execvp() {
+        assert_eq!(
+            resolve_program("sh", "/nonexistent:/bin")
+                .unwrap()
+                .as_bytes(),
+            b"/bin/sh"
+        );
+        assert_eq!(
+            resolve_program("no-such-prog-x", "/bin").unwrap_err().0,
+            127
+        );
+        assert_eq!(resolve_program("/etc/passwd", "").unwrap_err().0, 126);
+        assert_eq!(resolve_program("/no/such", "").unwrap_err().0, 127);
+        assert_eq!(resolve_program("passwd", "/etc").unwrap_err().0, 126);
+    }
+}
