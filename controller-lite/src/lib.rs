@@ -1,0 +1,10 @@
+//! stepctl (controller-lite): Testkube TestWorkflow YAML in, pods around the stepinit `/init` out;
+//! runs them on this host (`local`), on podman or on Kubernetes.
+//!
+//! Modules: [`workflow`] (parse/validate), [`plan`] (flatten/merge -> spec), [`manifest`]
+//! (Kubernetes YAML), [`engine`] (local, podman, kubernetes), [`follow`] (log following and
+//! decoding), [`report`] (text, JSON, JUnit).
+
+pub mod duration;
+pub mod plan;
+pub mod workflow;
