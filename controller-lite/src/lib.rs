@@ -6,5 +6,6 @@
 //! decoding), [`report`] (text, JSON, JUnit).
 
 pub mod duration;
+pub mod image;
 pub mod plan;
 pub mod workflow;
