@@ -1,0 +1,655 @@
+//! Helpers for stepinit's end-to-end tests in real containers: podman (configured by
+//! `tests/podman/containers.conf`), pods played from hand-written Pod YAML with `podman kube play`,
+//! container logs decoded with the protocol's streaming decoder, and cleanup guards.
+//!
+//! Every helper fails loudly (panics with the command, its exit status and stderr): these tests
+//! never skip because podman or an image is missing. Images come from `images/build`.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+pub use stepinit_protocol::{spec, Decoder, Event, Record, Spec, Status, Step};
+
+pub const INIT_IMAGE: &str = "localhost/stepinit/init:dev";
+pub const BUSYBOX_IMAGE: &str = "localhost/stepinit/test-busybox:dev";
+pub const USER_IMAGE: &str = "localhost/stepinit/test-busybox-user:dev";
+pub const SCRATCH_IMAGE: &str = "localhost/stepinit/test-scratch:dev";
+pub const ALL_IMAGES: [&str; 4] = [INIT_IMAGE, BUSYBOX_IMAGE, USER_IMAGE, SCRATCH_IMAGE];
+
+/// Where the shared emptyDir holding the init, its `sh` and the state is mounted in every container.
+pub const SHARED: &str = "/stepinit";
+/// Where the workspace emptyDir is mounted in every container.
+pub const WORKSPACE: &str = "/workspace";
+/// Where the spec ConfigMap is mounted (read-only) in every container.
+pub const SPEC_DIR: &str = "/spec";
+/// The state directory passed as `--state`.
+pub const STATE_DIR: &str = "/stepinit/state";
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+/// A `podman` command configured with the project's containers.conf.
+pub fn podman_cmd<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut c = Command::new("podman");
+    c.env(
+        "CONTAINERS_CONF",
+        repo_root().join("tests/podman/containers.conf"),
+    );
+    c.args(args);
+    c
+}
+
+fn describe(c: &Command) -> String {
+    let mut s = c.get_program().to_string_lossy().into_owned();
+    for a in c.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs a command to completion within `limit`; panics if it cannot start or runs too long.
+pub fn run_limited(mut c: Command, limit: Duration) -> Output {
+    let what = describe(&c);
+    let child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `{what}`: {e} (is podman installed? tests/install-deps)")
+        });
+    wait_output(child, limit, &what)
+}
+
+/// Waits for a spawned child with piped output, killing it and panicking after `limit`.
+pub fn wait_output(mut child: Child, limit: Duration, what: &str) -> Output {
+    let deadline = Instant::now() + limit;
+    // Drain the pipes in threads so a chatty child cannot block on a full pipe.
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(o) = out.as_mut() {
+            std::io::Read::read_to_end(o, &mut v).ok();
+        }
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(e) = err.as_mut() {
+            std::io::Read::read_to_end(e, &mut v).ok();
+        }
+        v
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("`{what}` still running after {limit:?}: killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
+}
+
+/// Runs podman with the given arguments (2 minutes at most) and returns its output, whatever
+/// its exit status.
+pub fn podman<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run_limited(podman_cmd(args), Duration::from_secs(120))
+}
+
+/// Runs podman and returns its stdout; panics (with stderr) unless it exits 0.
+pub fn podman_ok<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let c = podman_cmd(args);
+    let what = describe(&c);
+    let o = run_limited(c, Duration::from_secs(120));
+    assert!(
+        o.status.success(),
+        "`{what}` failed ({}): {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Panics unless podman runs and every test image exists (built by `images/build`).
+pub fn require_images() {
+    let v = podman_ok(["version", "--format", "{{.Client.Version}}"]);
+    assert!(!v.trim().is_empty(), "podman version printed nothing");
+    for image in ALL_IMAGES {
+        let o = podman(["image", "exists", image]);
+        assert!(
+            o.status.success(),
+            "image {image} is missing: run images/build first (tests/e2e/run does)"
+        );
+    }
+}
+
+/// A name unique to this test process and call, usable as a pod, container or volume name.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "e2e-{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// What the decoder found in a container's logs.
+#[derive(Debug, Default, Clone)]
+pub struct Logs {
+    pub records: Vec<Record>,
+    /// The steps' stdout bytes, exactly.
+    pub stdout: Vec<u8>,
+    /// The steps' stderr bytes, exactly.
+    pub stderr: Vec<u8>,
+    /// Framing errors (must be none for a stream the init wrote).
+    pub invalid: Vec<&'static str>,
+    /// Records found on stderr (must be none: records go to stdout only).
+    pub stderr_records: Vec<Record>,
+}
+
+impl Logs {
+    pub fn decode(stdout: &[u8], stderr: &[u8]) -> Logs {
+        let mut logs = Logs::default();
+        let mut d = Decoder::new();
+        let mut records = Vec::new();
+        let mut invalid = Vec::new();
+        let mut bytes = Vec::new();
+        {
+            let mut on = |e: Event<'_>| match e {
+                Event::Output(b) => bytes.extend_from_slice(b),
+                Event::Record(r) => records.push(r),
+                Event::Invalid { reason } => invalid.push(reason),
+            };
+            d.feed(stdout, &mut on);
+            d.finish(&mut on);
+        }
+        logs.stdout = std::mem::take(&mut bytes);
+        logs.records = std::mem::take(&mut records);
+        let mut d = Decoder::new();
+        {
+            let mut on = |e: Event<'_>| match e {
+                Event::Output(b) => bytes.extend_from_slice(b),
+                Event::Record(r) => records.push(r),
+                Event::Invalid { reason } => invalid.push(reason),
+            };
+            d.feed(stderr, &mut on);
+            d.finish(&mut on);
+        }
+        logs.stderr = bytes;
+        logs.stderr_records = records;
+        logs.invalid = invalid;
+        logs
+    }
+
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// The end record of `step` (the last one, for retried steps); panics with all records if none.
+    pub fn end(&self, step: &str) -> (Status, Option<i32>, Option<String>) {
+        self.records
+            .iter()
+            .rev()
+            .find_map(|r| match r {
+                Record::End {
+                    step: s,
+                    status,
+                    code,
+                    reason,
+                    ..
+                } if s == step => Some((*status, *code, reason.clone())),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no end record for step {step:?} in {:#?}", self.records))
+    }
+
+    pub fn status(&self, step: &str) -> Status {
+        self.end(step).0
+    }
+
+    pub fn started(&self, step: &str) -> bool {
+        self.records
+            .iter()
+            .any(|r| matches!(r, Record::Start { step: s, .. } if s == step))
+    }
+
+    /// The `done` record; panics unless there is exactly one and it is the last record.
+    pub fn done(&self) -> (Status, bool) {
+        let dones: Vec<_> = self
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Done { status, last, .. } => Some((*status, *last)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            dones.len(),
+            1,
+            "expected one done record: {:#?}",
+            self.records
+        );
+        assert!(
+            matches!(self.records.last(), Some(Record::Done { .. })),
+            "done is not the last record: {:#?}",
+            self.records
+        );
+        dones[0]
+    }
+
+    /// Panics if the framing was broken or a record went to stderr.
+    pub fn assert_clean(&self, what: &str) {
+        assert!(
+            self.invalid.is_empty(),
+            "{what}: framing errors {:?}",
+            self.invalid
+        );
+        assert!(
+            self.stderr_records.is_empty(),
+            "{what}: records on stderr {:?}",
+            self.stderr_records
+        );
+    }
+}
+
+/// A container's logs (stdout and stderr kept apart by podman's k8s-file driver), decoded.
+pub fn container_logs(name: &str) -> Logs {
+    let o = podman(["logs", name]);
+    assert!(
+        o.status.success(),
+        "podman logs {name}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Logs::decode(&o.stdout, &o.stderr)
+}
+
+/// A container's state as podman reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtrState {
+    /// `created`, `running`, `exited`, ...
+    pub status: String,
+    pub exit_code: i32,
+}
+
+pub fn inspect(name: &str) -> CtrState {
+    let out = podman_ok([
+        "inspect",
+        "--type",
+        "container",
+        "--format",
+        "{{.State.Status}} {{.State.ExitCode}}",
+        name,
+    ]);
+    let mut it = out.split_whitespace();
+    let status = it.next().unwrap_or_default().to_string();
+    let exit_code = it
+        .next()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("cannot parse podman inspect output {out:?}"));
+    CtrState { status, exit_code }
+}
+
+/// Polls (tests may poll; the init never does) until `cond` holds, panicking after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the container has exited and returns its exit code.
+pub fn wait_exited(name: &str, limit: Duration) -> i32 {
+    let mut code = 0;
+    wait_until(&format!("container {name} to exit"), limit, || {
+        let s = inspect(name);
+        code = s.exit_code;
+        s.status == "exited" || s.status == "stopped"
+    });
+    code
+}
+
+/// One container of a test pod.
+#[derive(Debug, Clone)]
+pub struct Ctr {
+    pub name: String,
+    pub image: String,
+    pub command: Vec<String>,
+    /// securityContext runAsUser/runAsGroup.
+    pub user: Option<(u32, u32)>,
+    pub working_dir: Option<String>,
+}
+
+impl Ctr {
+    pub fn new(name: &str, image: &str, command: &[&str]) -> Ctr {
+        Ctr {
+            name: name.into(),
+            image: image.into(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            user: None,
+            working_dir: None,
+        }
+    }
+
+    pub fn user(mut self, uid: u32, gid: u32) -> Ctr {
+        self.user = Some((uid, gid));
+        self
+    }
+
+    pub fn working_dir(mut self, dir: &str) -> Ctr {
+        self.working_dir = Some(dir.into());
+        self
+    }
+
+    /// The container that runs group `group` of the spec: `<shared>/init run SPEC --group N
+    /// --state DIR` (the init that setup copied, so it works in any image).
+    pub fn group(name: &str, image: &str, group: u32) -> Ctr {
+        let g = group.to_string();
+        let spec = format!("{SPEC_DIR}/spec.json");
+        let init = format!("{SHARED}/init");
+        Ctr::new(
+            name,
+            image,
+            &[&init, "run", &spec, "--group", &g, "--state", STATE_DIR],
+        )
+    }
+
+    /// The setup container: the init image's `/init setup <shared> --spec SPEC`.
+    pub fn setup() -> Ctr {
+        let spec = format!("{SPEC_DIR}/spec.json");
+        Ctr::new(
+            "setup",
+            INIT_IMAGE,
+            &["/init", "setup", SHARED, "--spec", &spec],
+        )
+    }
+}
+
+/// A pod played with `podman kube play`, removed with its volumes and files when dropped (also
+/// when the test panics).
+pub struct Pod {
+    pub name: String,
+    /// The pod's YAML (a ConfigMap holding the spec, then the Pod).
+    pub yaml: String,
+    pub yaml_path: PathBuf,
+    /// Host directory for the pod's files (YAML, termination logs).
+    pub dir: PathBuf,
+    /// Container names in start order: initContainers, then the last container.
+    pub containers: Vec<String>,
+}
+
+impl Pod {
+    /// Builds a pod: `init_ctrs` run in order as initContainers, `last` as the only container.
+    /// Every container mounts the shared emptyDir at [`SHARED`], the workspace emptyDir at
+    /// [`WORKSPACE`], the spec ConfigMap at [`SPEC_DIR`], and a host file at
+    /// `/dev/termination-log` (as the kubelet does; podman has no termination messages).
+    pub fn new(prefix: &str, spec: &Spec, init_ctrs: &[Ctr], last: &Ctr) -> Pod {
+        let name = unique(prefix);
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).expect("pod dir");
+        let spec_json = serde_json::to_string(spec).expect("spec serializes");
+        let mut containers = Vec::new();
+        let mut volumes = vec![
+            json!({"name": "shared", "emptyDir": {}}),
+            json!({"name": "workspace", "emptyDir": {}}),
+            json!({"name": "spec", "configMap": {"name": format!("{name}-spec")}}),
+        ];
+        let mut ctr_json = |c: &Ctr| -> Value {
+            let term = dir.join(format!("term-{}", c.name));
+            std::fs::write(&term, b"").expect("termination log file");
+            // The kubelet makes it writable by any uid too.
+            std::fs::set_permissions(&term, std::fs::Permissions::from_mode(0o666))
+                .expect("chmod termination log");
+            let vol = format!("term-{}", c.name);
+            volumes.push(json!({
+                "name": vol,
+                "hostPath": {"path": term, "type": "File"}
+            }));
+            containers.push(format!("{name}-{}", c.name));
+            let mut v = json!({
+                "name": c.name,
+                "image": c.image,
+                "command": c.command,
+                "volumeMounts": [
+                    {"name": "shared", "mountPath": SHARED},
+                    {"name": "workspace", "mountPath": WORKSPACE},
+                    {"name": "spec", "mountPath": SPEC_DIR, "readOnly": true},
+                    {"name": vol, "mountPath": "/dev/termination-log"},
+                ],
+            });
+            if let Some((u, g)) = c.user {
+                v["securityContext"] = json!({"runAsUser": u, "runAsGroup": g});
+            }
+            if let Some(w) = &c.working_dir {
+                v["workingDir"] = json!(w);
+            }
+            v
+        };
+        let inits: Vec<Value> = init_ctrs.iter().map(&mut ctr_json).collect();
+        let main = ctr_json(last);
+        let configmap = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": format!("{name}-spec")},
+            "data": {"spec.json": spec_json},
+        });
+        let pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                // Keep finished init containers (podman removes them by default), so their logs
+                // and exit codes can be read.
+                "annotations": {"io.podman.annotations.init.container.type": "always"},
+            },
+            "spec": {
+                "restartPolicy": "Never",
+                "initContainers": inits,
+                "containers": [main],
+                "volumes": volumes,
+            },
+        });
+        // JSON is YAML: no hand-escaping of scripts.
+        let yaml = format!(
+            "{}\n---\n{}\n",
+            serde_json::to_string_pretty(&configmap).unwrap(),
+            serde_json::to_string_pretty(&pod).unwrap()
+        );
+        let yaml_path = dir.join("pod.yaml");
+        std::fs::write(&yaml_path, &yaml).expect("write pod yaml");
+        Pod {
+            name,
+            yaml,
+            yaml_path,
+            dir,
+            containers,
+        }
+    }
+
+    /// The full podman name of container `short` (`<pod>-<short>`).
+    pub fn ctr(&self, short: &str) -> String {
+        format!("{}-{short}", self.name)
+    }
+
+    /// `podman kube play` in the background: it returns once the last container has started (it
+    /// runs the initContainers one after another first), or when an initContainer failed.
+    pub fn play_spawn(&self) -> Child {
+        podman_cmd(["kube", "play"])
+            .arg(&self.yaml_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn podman kube play")
+    }
+
+    /// `podman kube play`, waited for (at most `limit`).
+    pub fn play(&self, limit: Duration) -> Output {
+        wait_output(self.play_spawn(), limit, "podman kube play")
+    }
+
+    /// Plays the pod, waits for its last container to exit, and returns its exit code; panics
+    /// if kube play fails.
+    pub fn run_to_end(&self, limit: Duration) -> i32 {
+        let t = Instant::now();
+        let o = self.play(limit);
+        assert!(
+            o.status.success(),
+            "podman kube play failed ({}): {}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr),
+            self.debug()
+        );
+        let last = self.containers.last().unwrap().clone();
+        wait_exited(&last, limit.saturating_sub(t.elapsed()))
+    }
+
+    /// The termination log the container wrote (read from the host file mounted there).
+    pub fn termination_log(&self, short: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("term-{short}"))).expect("termination log")
+    }
+
+    /// Logs, states and the YAML of every container, for failure messages.
+    pub fn debug(&self) -> String {
+        let mut s = format!("pod {}:\n", self.name);
+        for c in &self.containers {
+            let o = podman(["logs", c]);
+            let st = podman([
+                "inspect",
+                "--type",
+                "container",
+                "--format",
+                "{{.State.Status}} {{.State.ExitCode}}",
+                c,
+            ]);
+            s.push_str(&format!(
+                "--- {c}: {}stdout: {}\nstderr: {}\n",
+                String::from_utf8_lossy(&st.stdout),
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+        s
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        // Best effort, never panicking in drop: remove the pod (its containers and emptyDir
+        // volumes), the ConfigMap's volume and the host files.
+        let _ = podman(["pod", "rm", "-f", "-t", "0", &self.name]);
+        let _ = podman(["volume", "rm", "-f", &format!("{}-spec", self.name)]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A leaf step running `command` in container `container`.
+pub fn cmd_step(id: &str, container: u32, command: &[&str]) -> Step {
+    Step {
+        id: Some(id.into()),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        container: Some(container),
+        ..Default::default()
+    }
+}
+
+/// A leaf step running a shell script in container `container`.
+pub fn shell_step(id: &str, container: u32, script: &str) -> Step {
+    Step {
+        id: Some(id.into()),
+        shell: Some(script.into()),
+        container: Some(container),
+        ..Default::default()
+    }
+}
+
+/// A spec container entry.
+pub fn spec_ctr(
+    name: &str,
+    user: Option<(u32, u32)>,
+    working_dir: Option<&str>,
+) -> spec::Container {
+    spec::Container {
+        name: Some(name.into()),
+        run_as_user: user.map(|u| u.0),
+        run_as_group: user.map(|u| u.1),
+        working_dir: working_dir.map(String::from),
+    }
+}
+
+pub fn new_spec(containers: Vec<spec::Container>, steps: Vec<Step>) -> Spec {
+    let s = Spec {
+        version: stepinit_protocol::VERSION,
+        shell: None,
+        env: vec![],
+        containers,
+        steps,
+    };
+    s.validate().expect("test spec is valid");
+    s
+}
+
+/// Removes a container started with `podman run --name NAME` when dropped (also on panic).
+pub struct CtrGuard(pub String);
+
+impl Drop for CtrGuard {
+    fn drop(&mut self) {
+        let _ = podman(["rm", "-f", "-t", "0", &self.0]);
+    }
+}
+
+/// The init built at the contract path (`images/build` builds it).
+pub fn init_binary() -> PathBuf {
+    let p = repo_root().join("target/x86_64-unknown-linux-musl/release/init");
+    assert!(
+        p.is_file(),
+        "{} is missing: run images/build (or cargo build --release -p stepinit --target x86_64-unknown-linux-musl)",
+        p.display()
+    );
+    p
+}
+
+/// `podman run` arguments that put the host's init at `/sbin/stepinit` (read-only) in the
+/// container, to test wrap mode as PID 1 in an ordinary image.
+pub fn mount_init() -> String {
+    format!("{}:/sbin/stepinit:ro", init_binary().display())
+}
