@@ -2,6 +2,7 @@
 //!
 //! - [`spec`]: what the init executes (a JSON file, versioned, validated with field paths).
 //! - [`record`]: what the init reports (step start, step end, summary), as compact JSON lines.
+//! - [`summary`]: the compact per-container summary written to the termination-message file.
 //! - [`frame`]: how records and the steps' own bytes share one byte stream, so that no byte a step
 //!   prints can ever decode as a record; [`frame::Decoder`] is the streaming decoder.
 //!
@@ -11,6 +12,7 @@
 pub mod frame;
 pub mod record;
 pub mod spec;
+pub mod summary;
 
 pub use frame::{Decoder, Event, Framer, MARKER};
 pub use record::{Record, Status};
