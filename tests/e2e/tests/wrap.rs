@@ -1,0 +1,189 @@
+//! Wrap mode (`init -- CMD`) as PID 1 of real containers: exit codes, signals from the runtime
+//! (`podman stop`), the init's grace period, zombie reaping, and `--report` framing through podman's
+//! log driver.
+
+use std::time::{Duration, Instant};
+
+use stepinit_e2e::*;
+
+/// `podman run --rm` of the busybox image with the host's init as entrypoint; returns the output.
+fn run_wrapped(args: &[&str]) -> std::process::Output {
+    let mount = mount_init();
+    let mut a = vec![
+        "run",
+        "--rm",
+        "-v",
+        &mount,
+        "--entrypoint",
+        "/sbin/stepinit",
+        BUSYBOX_IMAGE,
+    ];
+    a.extend_from_slice(args);
+    run_limited(podman_cmd(a), Duration::from_secs(60))
+}
+
+#[test]
+fn exit_codes_pass_through_the_runtime() {
+    require_images();
+    for (args, want) in [
+        (&["--", "sh", "-c", "exit 7"][..], 7),
+        (&["--", "true"][..], 0),
+        (&["--", "sh", "-c", "kill -KILL $$"][..], 137),
+        (&["--", "sh", "-c", "kill -TERM $$"][..], 143),
+        (&["--", "no-such-program"][..], 127),
+        (&["--", "/dev/null"][..], 126),
+        (&["--timeout", "300ms", "--", "sleep", "10"][..], 124),
+        (&["--bogus-flag", "--", "true"][..], 2),
+    ] {
+        let o = run_wrapped(args);
+        assert_eq!(
+            o.status.code(),
+            Some(want),
+            "init {args:?}: stderr {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+#[test]
+fn stdout_and_stderr_are_the_childs_own_bytes() {
+    require_images();
+    let o = run_wrapped(&["--", "sh", "-c", "printf 'a\\036b'; printf 'err' >&2"]);
+    assert!(o.status.success());
+    assert_eq!(o.stdout, b"a\x1eb", "no framing without --report");
+    assert_eq!(o.stderr, b"err");
+}
+
+/// Starts a detached wrapped container; returns its guard.
+fn start_detached(init_args: &[&str]) -> CtrGuard {
+    let name = unique("wrap");
+    let mount = mount_init();
+    let mut a = vec![
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "-v",
+        &mount,
+        "--entrypoint",
+        "/sbin/stepinit",
+        BUSYBOX_IMAGE,
+    ];
+    a.extend_from_slice(init_args);
+    podman_ok(a);
+    CtrGuard(name)
+}
+
+fn wait_for_log(name: &str, needle: &str) {
+    wait_until(
+        &format!("{needle:?} in the logs of {name}"),
+        Duration::from_secs(30),
+        || {
+            let o = podman(["logs", name]);
+            String::from_utf8_lossy(&o.stdout).contains(needle)
+        },
+    );
+}
+
+#[test]
+fn podman_stop_sigterm_reaches_the_child_through_the_init() {
+    require_images();
+    let c = start_detached(&[
+        "--",
+        "sh",
+        "-c",
+        "trap 'echo got TERM; exit 42' TERM; echo ready; sleep 60 & wait",
+    ]);
+    wait_for_log(&c.0, "ready");
+    let t = Instant::now();
+    podman_ok(["stop", "-t", "20", &c.0]);
+    let took = t.elapsed();
+    let code = wait_exited(&c.0, Duration::from_secs(30));
+    let logs = podman_ok(["logs", &c.0]);
+    assert_eq!(code, 42, "the child's own exit code is kept; logs: {logs}");
+    assert!(logs.contains("got TERM"), "{logs}");
+    assert!(
+        took < Duration::from_secs(5),
+        "stop took {took:?}: TERM was not forwarded"
+    );
+}
+
+#[test]
+fn the_inits_grace_kills_a_term_ignoring_child_long_before_podmans() {
+    require_images();
+    // The child ignores SIGTERM; the init's grace (1s) ends it with SIGKILL, well within podman's
+    // own 20s before it would kill the init.
+    let c = start_detached(&[
+        "--grace",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; echo ready; sleep 60; echo survived",
+    ]);
+    wait_for_log(&c.0, "ready");
+    let t = Instant::now();
+    podman_ok(["stop", "-t", "20", &c.0]);
+    let took = t.elapsed();
+    let code = wait_exited(&c.0, Duration::from_secs(30));
+    let logs = podman_ok(["logs", &c.0]);
+    assert!(!logs.contains("survived"), "{logs}");
+    assert_eq!(
+        code, 137,
+        "child killed by SIGKILL after the grace; logs: {logs}"
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(8),
+        "stop took {took:?}: expected the init's 1s grace"
+    );
+}
+
+#[test]
+fn as_pid1_the_init_reaps_orphaned_zombies() {
+    require_images();
+    // Orphans re-parented to PID 1 exit while the main child still runs; then the main child
+    // counts zombies in the container.
+    let script = r#"
+        for i in 1 2 3 4 5; do sh -c 'sleep 0.1 &' ; done
+        sleep 1
+        z=0
+        for s in /proc/[0-9]*/stat; do
+            read -r line < "$s" 2>/dev/null || continue
+            case "${line##*) }" in Z*) z=$((z+1));; esac
+        done
+        echo "zombies=$z pid1=$(cat /proc/1/comm)"
+    "#;
+    let o = run_wrapped(&["--", "sh", "-c", script]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(out.trim(), "zombies=0 pid1=stepinit");
+}
+
+#[test]
+fn report_mode_records_decode_from_podman_logs() {
+    require_images();
+    let c = start_detached(&[
+        "--report",
+        "--",
+        "sh",
+        "-c",
+        r#"printf 'line\n\036{"v":1,"t":"done","status":"passed","ms":0,"last":true}\n'; printf 'e\036' >&2; exit 3"#,
+    ]);
+    let code = wait_exited(&c.0, Duration::from_secs(30));
+    assert_eq!(code, 3);
+    let logs = container_logs(&c.0);
+    logs.assert_clean("wrap --report");
+    assert_eq!(
+        logs.stdout,
+        b"line\n\x1e{\"v\":1,\"t\":\"done\",\"status\":\"passed\",\"ms\":0,\"last\":true}\n",
+        "the forged record is the child's output, byte for byte"
+    );
+    assert_eq!(logs.stderr, b"e\x1e");
+    assert_eq!(logs.end("1").0, Status::Failed);
+    assert_eq!(logs.end("1").1, Some(3));
+    assert_eq!(logs.done(), (Status::Failed, true));
+}
