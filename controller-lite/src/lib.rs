@@ -6,6 +6,8 @@
 //! decoding), [`report`] (text, JSON, JUnit).
 
 pub mod duration;
+pub mod follow;
 pub mod image;
 pub mod plan;
+pub mod report;
 pub mod workflow;

@@ -1,0 +1,346 @@
+//! Following and decoding container output: the init's framed stdout/stderr, as it comes from a
+//! child process, `podman logs -f` or `kubectl logs -f` (optionally with RFC 3339 timestamps at
+//! line starts), becomes the steps' own bytes (passed through) plus records (collected, and
+//! printed live).
+
+use crate::report::{Collector, Live};
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use stepinit_protocol::{Decoder, Event};
+
+/// Whether lines start with a timestamp to remove (`kubectl logs --timestamps`, `podman logs -t`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timestamps {
+    /// Never strip.
+    Off,
+    /// Decide on the first line: strip from every line if it starts with one.
+    Auto,
+    /// Strip where present.
+    On,
+}
+
+/// Removes a leading `2024-01-02T03:04:05.123456789Z ` (any RFC 3339 offset) from each line,
+/// streaming: memory is bounded whatever the line length.
+#[derive(Debug)]
+pub struct Stripper {
+    mode: Timestamps,
+    at_line_start: bool,
+    pending: Vec<u8>,
+}
+
+/// Longest timestamp prefix looked at (RFC 3339 with nanoseconds and offset, plus the space).
+const MAX_TS: usize = 40;
+
+impl Stripper {
+    pub fn new(mode: Timestamps) -> Self {
+        Stripper {
+            mode,
+            at_line_start: true,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Feeds bytes; calls `out` with the bytes to keep.
+    pub fn feed(&mut self, mut data: &[u8], out: &mut impl FnMut(&[u8])) {
+        if self.mode == Timestamps::Off {
+            out(data);
+            return;
+        }
+        while !data.is_empty() {
+            if self.mode == Timestamps::Off {
+                out(data);
+                return;
+            }
+            if self.at_line_start {
+                // Collect the candidate prefix up to its space (or give up).
+                let want = MAX_TS.saturating_sub(self.pending.len());
+                let take = data
+                    .iter()
+                    .take(want)
+                    .position(|&b| b == b' ' || b == b'\n')
+                    .map(|i| i + 1);
+                match take {
+                    None if data.len() < want => {
+                        self.pending.extend_from_slice(data);
+                        return;
+                    }
+                    None => {
+                        // No space within the limit: not a timestamp.
+                        let n = want.min(data.len());
+                        self.pending.extend_from_slice(&data[..n]);
+                        data = &data[n..];
+                        self.decide(false, out);
+                    }
+                    Some(n) => {
+                        self.pending.extend_from_slice(&data[..n]);
+                        data = &data[n..];
+                        let p = &self.pending;
+                        let is_ts = p.last() == Some(&b' ') && is_rfc3339(&p[..p.len() - 1]);
+                        self.decide(is_ts, out);
+                    }
+                }
+            } else {
+                match data.iter().position(|&b| b == b'\n') {
+                    None => {
+                        out(data);
+                        return;
+                    }
+                    Some(i) => {
+                        out(&data[..=i]);
+                        data = &data[i + 1..];
+                        self.at_line_start = true;
+                    }
+                }
+            }
+        }
+    }
+
+    fn decide(&mut self, is_ts: bool, out: &mut impl FnMut(&[u8])) {
+        if self.mode == Timestamps::Auto {
+            self.mode = if is_ts {
+                Timestamps::On
+            } else {
+                Timestamps::Off
+            };
+        }
+        let pending = std::mem::take(&mut self.pending);
+        if !is_ts {
+            out(&pending);
+        }
+        self.at_line_start = pending.last() == Some(&b'\n') && !is_ts;
+    }
+
+    /// Ends the stream: a pending partial prefix is output as is.
+    pub fn finish(&mut self, out: &mut impl FnMut(&[u8])) {
+        let p = std::mem::take(&mut self.pending);
+        if !p.is_empty() {
+            out(&p);
+        }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`.
+pub fn is_rfc3339(b: &[u8]) -> bool {
+    let d = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    if !(b.len() >= 20
+        && (0..4).all(d)
+        && at(4, b'-')
+        && d(5)
+        && d(6)
+        && at(7, b'-')
+        && d(8)
+        && d(9)
+        && (at(10, b'T') || at(10, b't'))
+        && d(11)
+        && d(12)
+        && at(13, b':')
+        && d(14)
+        && d(15)
+        && at(16, b':')
+        && d(17)
+        && d(18))
+    {
+        return false;
+    }
+    let mut i = 19;
+    if at(i, b'.') {
+        i += 1;
+        let s = i;
+        while d(i) {
+            i += 1;
+        }
+        if i == s {
+            return false;
+        }
+    }
+    match b.get(i) {
+        Some(b'Z' | b'z') => i + 1 == b.len(),
+        Some(b'+' | b'-') => {
+            b.len() == i + 6 && d(i + 1) && d(i + 2) && at(i + 3, b':') && d(i + 4) && d(i + 5)
+        }
+        _ => false,
+    }
+}
+
+/// Where decoded bytes and progress lines go. Shared by the stdout and stderr readers.
+pub struct Sink {
+    pub collector: Collector,
+    /// The steps' stdout.
+    pub out: Box<dyn Write + Send>,
+    /// The steps' stderr.
+    pub err: Box<dyn Write + Send>,
+    /// Progress lines (None: no live output).
+    pub live: Option<(Live, Box<dyn Write + Send>)>,
+    invalid: Vec<&'static str>,
+}
+
+impl Sink {
+    pub fn new(
+        collector: Collector,
+        out: Box<dyn Write + Send>,
+        err: Box<dyn Write + Send>,
+        live: Option<(Live, Box<dyn Write + Send>)>,
+    ) -> Arc<Mutex<Sink>> {
+        Arc::new(Mutex::new(Sink {
+            collector,
+            out,
+            err,
+            live,
+            invalid: Vec::new(),
+        }))
+    }
+
+    fn event(&mut self, stream: Stream, e: Event<'_>) {
+        match e {
+            Event::Output(b) => {
+                let w = match stream {
+                    Stream::Stdout => &mut self.out,
+                    Stream::Stderr => &mut self.err,
+                };
+                let _ = w.write_all(b);
+            }
+            Event::Record(r) => {
+                self.collector.on_record(&r);
+                if let Some((live, w)) = &mut self.live {
+                    if let Some(line) = live.line(&self.collector, &r) {
+                        let _ = self.out.flush();
+                        let _ = writeln!(w, "{line}");
+                        let _ = w.flush();
+                    }
+                }
+            }
+            Event::Invalid { reason } => {
+                if !self.invalid.contains(&reason) {
+                    self.invalid.push(reason);
+                    self.collector
+                        .notes
+                        .push(format!("log framing: {reason} ({stream:?})"));
+                }
+            }
+        }
+    }
+
+    pub fn flush(&mut self) {
+        let _ = self.out.flush();
+        let _ = self.err.flush();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Decodes one stream of one container.
+pub struct StreamDecoder {
+    stream: Stream,
+    strip: Stripper,
+    dec: Decoder,
+}
+
+impl StreamDecoder {
+    pub fn new(stream: Stream, ts: Timestamps) -> Self {
+        StreamDecoder {
+            stream,
+            strip: Stripper::new(ts),
+            dec: Decoder::new(),
+        }
+    }
+
+    pub fn feed(&mut self, data: &[u8], sink: &Mutex<Sink>) {
+        let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
+        let stream = self.stream;
+        let dec = &mut self.dec;
+        self.strip.feed(data, &mut |kept| {
+            dec.feed(kept, &mut |e| g.event(stream, e));
+        });
+    }
+
+    pub fn finish(&mut self, sink: &Mutex<Sink>) {
+        let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
+        let stream = self.stream;
+        let dec = &mut self.dec;
+        self.strip.finish(&mut |kept| {
+            dec.feed(kept, &mut |e| g.event(stream, e));
+        });
+        dec.finish(&mut |e| g.event(stream, e));
+        g.flush();
+    }
+}
+
+/// Reads `r` to its end, decoding as `stream`. Returns when the stream ends.
+pub fn pump(mut r: impl Read, stream: Stream, ts: Timestamps, sink: &Mutex<Sink>) {
+    let mut d = StreamDecoder::new(stream, ts);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                d.feed(&buf[..n], sink);
+                // Live output: the steps' bytes reach the terminal as they come.
+                let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
+                g.flush();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    d.finish(sink);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strip_all(input: &[u8], mode: Timestamps, chunk: usize) -> Vec<u8> {
+        let mut s = Stripper::new(mode);
+        let mut out = Vec::new();
+        for c in input.chunks(chunk) {
+            s.feed(c, &mut |b| out.extend_from_slice(b));
+        }
+        s.finish(&mut |b| out.extend_from_slice(b));
+        out
+    }
+
+    #[test]
+    fn rfc3339_shapes() {
+        assert!(is_rfc3339(b"2024-01-02T03:04:05Z"));
+        assert!(is_rfc3339(b"2024-01-02T03:04:05.123456789Z"));
+        assert!(is_rfc3339(b"2024-01-02T03:04:05.1+02:00"));
+        assert!(!is_rfc3339(b"2024-01-02 03:04:05Z"));
+        assert!(!is_rfc3339(b"2024-01-02T03:04:05"));
+        assert!(!is_rfc3339(b"hello"));
+    }
+
+    #[test]
+    fn strips_timestamps_in_any_chunking() {
+        let input = b"2024-01-02T03:04:05.000000001Z hello\n2024-01-02T03:04:06.5+00:00 \x1e{x}\n2024-01-02T03:04:07Z no newline";
+        for chunk in [1, 2, 5, 17, 1000] {
+            assert_eq!(
+                strip_all(input, Timestamps::Auto, chunk),
+                b"hello\n\x1e{x}\nno newline",
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn auto_leaves_untimestamped_logs_alone() {
+        let input = b"plain line\n2024-01-02T03:04:05Z looks like one\n";
+        for chunk in [1, 3, 1000] {
+            assert_eq!(strip_all(input, Timestamps::Auto, chunk), input.to_vec());
+        }
+        assert_eq!(strip_all(input, Timestamps::Off, 7), input.to_vec());
+    }
+
+    #[test]
+    fn long_lines_pass_through() {
+        let mut input = b"2024-01-02T03:04:05Z ".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 100_000));
+        input.push(b'\n');
+        let out = strip_all(&input, Timestamps::On, 4096);
+        assert_eq!(out.len(), 100_001);
+    }
+}
