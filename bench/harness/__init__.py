@@ -1,0 +1,1 @@
+"""The bench/run harness: sections, process helpers and the report."""

@@ -1,0 +1,203 @@
+"""Section 4: pods in podman (runc, tests/podman/containers.conf).
+
+The same N steps as:
+- merged:   setup + 1 container running all N steps (`init run SPEC --group 0`);
+- isolated: setup + N containers, container i running step i (`init run SPEC --group i --state`),
+            all but the last as initContainers (what a controller generates for isolated steps);
+- no init:  N containers running the step directly (initContainers + 1), no setup.
+Each step is busybox `adjtimex`, which prints the wall clock with microseconds (busybox `date` has
+no sub-second format): the interval between two consecutive steps' clocks is the step-to-step
+cost, including, across containers, the handoff (step exit, init exit, container teardown, next
+container start, init start, step spawn).
+The pod YAML (a ConfigMap with the spec, and the Pod) is written here, in the layout of
+tests/e2e: shared emptyDir at /stepinit, spec ConfigMap at /spec. Finished initContainers are kept
+(annotation `io.podman.annotations.init.container.type: always`) so that podman's StartedAt /
+FinishedAt and logs of every container can be read afterwards.
+"""
+
+import datetime
+import json
+import os
+import re
+import statistics
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from .util import Failed, NotMeasured, require_tools, run
+
+INIT_IMAGE = "localhost/stepinit/init:dev"
+STEP_IMAGE = "localhost/stepinit/test-busybox:dev"
+SHARED, SPEC_DIR, STATE = "/stepinit", "/spec", "/stepinit/state"
+MARKER = 0x1E
+STEP = ["/bin/adjtimex"]
+
+
+class Podman:
+    def __init__(self, root):
+        self.env = dict(os.environ, CONTAINERS_CONF=str(Path(root) / "tests/podman/containers.conf"))
+
+    def __call__(self, *args, timeout=120, check=True):
+        return run(["podman", *args], timeout=timeout, env=self.env, check=check)
+
+
+def pod_yaml(name, variant, n):
+    """(YAML text, container names in start order) for one pod of the given variant."""
+    steps = [{"command": STEP, "container": i if variant == "isolated" else 0}
+             for i in range(n)]
+    spec = {"version": 1, "steps": steps}
+    if variant == "isolated":
+        spec["containers"] = [{"name": f"c{i}"} for i in range(n)]
+    mounts = [{"name": "shared", "mountPath": SHARED},
+              {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}]
+
+    def ctr(cname, image, command):
+        return {"name": cname, "image": image, "command": command, "volumeMounts": mounts}
+
+    def group(i):
+        return ctr(f"c{i}", STEP_IMAGE, [f"{SHARED}/init", "run", f"{SPEC_DIR}/spec.json",
+                                         "--group", str(i), "--state", STATE])
+
+    setup = ctr("setup", INIT_IMAGE, ["/init", "setup", SHARED, "--spec", f"{SPEC_DIR}/spec.json"])
+    if variant == "merged":
+        ctrs = [setup, group(0)]
+    elif variant == "isolated":
+        ctrs = [setup] + [group(i) for i in range(n)]
+    else:
+        ctrs = [ctr(f"c{i}", STEP_IMAGE, STEP) for i in range(n)]
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{name}-spec"},
+                 "data": {"spec.json": json.dumps(spec)}}
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name,
+                     "annotations": {"io.podman.annotations.init.container.type": "always"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "initContainers": ctrs[:-1],
+            "containers": ctrs[-1:],
+            "volumes": [{"name": "shared", "emptyDir": {}},
+                        {"name": "spec", "configMap": {"name": f"{name}-spec"}}],
+        },
+    }
+    # JSON is YAML.
+    text = json.dumps(configmap, indent=1) + "\n---\n" + json.dumps(pod, indent=1) + "\n"
+    return text, [f"{name}-{c['name']}" for c in ctrs]
+
+
+def parse_time(s):
+    """podman's `2026-11-22 12:50:01.123456789 +0000 UTC` -> seconds since the epoch (float)."""
+    m = re.match(r"(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d+))? ([+-]\d{4})", s.strip())
+    if not m:
+        raise Failed(f"cannot parse podman time {s!r}")
+    base = datetime.datetime.strptime(f"{m.group(1)} {m.group(2)} {m.group(4)}", "%Y-%m-%d %H:%M:%S %z")
+    frac = m.group(3) or "0"
+    return base.timestamp() + int(frac) / 10 ** len(frac)
+
+
+def play_once(pm, work, variant, n, timeout):
+    """Plays one pod to its end and checks it; returns {"total", "first_step", "step_times"}:
+    seconds from `kube play` to the last container's exit and to the first step, and each step's
+    clock (epoch seconds) in order."""
+    name = f"stepinit-bench-{variant.replace(' ', '')}-{uuid.uuid4().hex[:8]}"
+    text, names = pod_yaml(name, variant, n)
+    path = Path(work) / f"{name}.yaml"
+    path.write_text(text)
+    try:
+        t0 = time.time()
+        pm("kube", "play", str(path), timeout=timeout)
+        pm("wait", "--interval", "20ms", names[-1], timeout=timeout)
+        fmt = "{{.State.FinishedAt}}|{{.State.ExitCode}}"
+        finished = None
+        for c in names:
+            finished, exit_code = pm("inspect", "--type", "container", "--format", fmt,
+                                     c).stdout.strip().split("|")
+            if exit_code != "0":
+                raise Failed(f"{variant} pod: container {c} exited {exit_code}: " + logs_tail(pm, c))
+        stamps = []
+        for c in names if variant == "no init" else names[1:]:
+            stamps += step_clocks(pm("logs", c, timeout=30).stdout)
+        if len(stamps) != n:
+            raise Failed(f"{variant} pod: {len(stamps)} step clocks in the logs, expected {n}")
+        if variant != "no init":
+            check_done(pm, names[-1], variant)
+        return {"total": parse_time(finished) - t0, "first_step": stamps[0] - t0,
+                "step_times": stamps}
+    finally:
+        pm("pod", "rm", "-f", "-t", "0", name, check=False, timeout=60)
+        pm("volume", "rm", "-f", f"{name}-spec", check=False, timeout=60)
+
+
+def step_clocks(log):
+    """The clocks busybox adjtimex printed (`time.tv_sec: S` / `time.tv_usec: U`), in order."""
+    secs = re.findall(r"time\.tv_sec:\s+(\d+)", log)
+    usecs = re.findall(r"time\.tv_usec:\s+(\d+)", log)
+    return [int(a) + int(b) / 1e6 for a, b in zip(secs, usecs)]
+
+
+def logs_tail(pm, c):
+    o = pm("logs", c, check=False, timeout=30)
+    return " | ".join((o.stdout + o.stderr).strip().splitlines()[-3:])
+
+
+def check_done(pm, c, variant):
+    """The last container's log must end with a passed `done` record marked last."""
+    out = pm("logs", c, timeout=30).stdout
+    dones = [json.loads(line[1:]) for line in out.splitlines()
+             if line.startswith(chr(MARKER) + "{") and '"t":"done"' in line]
+    if not dones or dones[-1].get("status") != "passed" or not dones[-1].get("last"):
+        raise Failed(f"{variant} pod: no passed final done record in {c}'s log: {dones[-1:]}")
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def pods(ctx, s):
+    n = ctx.p["pod_steps"]
+    s.about = (
+        f"The same {n} steps as one pod each way, `podman kube play` with runc "
+        "(`CONTAINERS_CONF=tests/podman/containers.conf`): "
+        f"**merged**: a setup container (`{INIT_IMAGE}`, `init setup`) then 1 container whose "
+        f"init runs the {n} steps; **isolated**: setup then {n} containers, each an init running "
+        f"one step (`init run --group i --state`), all but the last as initContainers; **no "
+        f"init**: {n} containers running the step themselves. Each step is busybox `adjtimex` in "
+        f"`{STEP_IMAGE}`, which prints the clock in microseconds: the interval between two "
+        "consecutive steps' clocks is the step-to-step cost; across two containers it is the "
+        "**handoff gap** (step exit, init exit, container teardown, next container start, init "
+        "start, step spawn). Total: from `podman kube play` to the last container's FinishedAt. "
+        "Each pod is checked: every container exits 0, every step printed its clock, and the "
+        "last init prints a passed final `done` record. "
+        f"{ctx.p['pod_runs']} pod(s) per variant, interleaved; medians.")
+    require_tools("podman")
+    if not ctx.init:
+        raise NotMeasured(ctx.init_missing)
+    pm = Podman(ctx.root)
+    for image in (INIT_IMAGE, STEP_IMAGE):
+        if pm("image", "exists", image, check=False, timeout=60).returncode != 0:
+            raise NotMeasured(f"image {image} missing (build it: images/build)")
+    variants = ["merged", "isolated", "no init"]
+    res = {v: [] for v in variants}
+    timeout = 60 + 15 * n
+    for _ in range(ctx.p["pod_runs"]):
+        for v in variants:
+            res[v].append(play_once(pm, ctx.work, v, n, timeout))
+    total = {v: med([r["total"] for r in res[v]]) for v in variants}
+    first = {v: med([r["first_step"] for r in res[v]]) for v in variants}
+    interval = {v: med([b - a for r in res[v] for a, b in zip(r["step_times"], r["step_times"][1:])])
+                for v in variants}
+    ctrs = {"merged": "setup + 1", "isolated": f"setup + {n}", "no init": f"{n}"}
+    s.table(["Variant", "Containers", "Total median", "vs merged", "play → first step",
+             "Step to next step (median)"],
+            [(v, ctrs[v], f"{total[v]:.2f} s", f"{total[v] / total['merged']:.2f}x",
+              f"{first[v]:.2f} s", f"{interval[v] * 1e3:.1f} ms") for v in variants])
+    saved = total["isolated"] - total["merged"]
+    s.notes.append(f"Merging the {n} steps into one container saves {saved:.2f} s against "
+                   f"isolated containers ({saved / max(n - 1, 1) * 1e3:.0f} ms per container "
+                   "removed).")
+    s.notes.append(f"Handoff gap between two containers (last step of one to first step of the "
+                   f"next): {interval['isolated'] * 1e3:.0f} ms with the init, "
+                   f"{interval['no init'] * 1e3:.0f} ms without any init (the runtime alone): the "
+                   f"init adds {(interval['isolated'] - interval['no init']) * 1e3:.0f} ms per "
+                   f"handoff. Within one container the init moves from step to step in "
+                   f"{interval['merged'] * 1e3:.1f} ms.")

@@ -1,0 +1,252 @@
+"""Process helpers for the harness: bounded runs, hyperfine, callgrind, strace, /proc sampling."""
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+class NotMeasured(Exception):
+    """A prerequisite is missing: the section reports "not measured: <why>" (not a failure)."""
+
+
+class Failed(Exception):
+    """A command the harness relies on failed: the run exits non-zero."""
+
+
+def fmt_cmd(cmd, limit=240):
+    """A command for messages, shortened past `limit` characters."""
+    text = cmd if isinstance(cmd, str) else shlex.join(str(c) for c in cmd)
+    return text if len(text) <= limit else text[: limit - 5] + " ..."
+
+
+def run(cmd, timeout, env=None, cwd=None, stdin=subprocess.DEVNULL, check=True):
+    """Runs `cmd` (argv list) in its own process group, bounded by `timeout` seconds.
+
+    Returns CompletedProcess with text stdout/stderr. On timeout the whole group is killed and
+    Failed is raised; a non-zero exit raises Failed with the command and its stderr tail."""
+    p = subprocess.Popen(
+        [str(c) for c in cmd],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+        start_new_session=True,
+        text=True,
+        errors="replace",
+    )
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(p)
+        raise Failed(f"timed out after {timeout:.0f}s: {fmt_cmd(cmd)}")
+    except BaseException:
+        kill_group(p)
+        raise
+    if check and p.returncode != 0:
+        tail = " | ".join(err.strip().splitlines()[-3:])
+        raise Failed(f"exit {p.returncode}: {fmt_cmd(cmd)}: {tail}")
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+def kill_group(p):
+    """Kills the process group of Popen `p` (started with start_new_session) and reaps `p`."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def which(name):
+    for d in os.environ.get("PATH", "/usr/bin:/bin").split(":"):
+        p = Path(d) / name
+        if p.is_file() and os.access(p, os.X_OK):
+            return str(p)
+    return None
+
+
+def require_tools(*names):
+    missing = [n for n in names if not which(n)]
+    if missing:
+        raise NotMeasured(f"missing tool(s): {', '.join(missing)} (tests/install-deps installs them)")
+
+
+def hyperfine(commands, runs, warmup, workdir, tag, shell=False, timeout=600):
+    """Times `commands` [(name, command string)] with hyperfine in one invocation.
+
+    Returns {name: {"median", "mean", "stddev", "min", "max"}} in seconds. Commands must exit 0.
+    `shell=False` runs them without a shell (-N: no spawn-time correction needed)."""
+    out = Path(workdir) / f"hyperfine-{tag}.json"
+    cmd = ["hyperfine", "--style", "none", "--runs", str(runs), "--warmup", str(warmup),
+           "--export-json", str(out)]
+    if not shell:
+        cmd.append("-N")
+    for name, c in commands:
+        cmd += ["-n", name, c]
+    try:
+        run(cmd, timeout=timeout)
+    except Failed:
+        explain_failure(commands, shell, timeout)
+        raise
+    results = json.loads(out.read_text())["results"]
+    by_name = {}
+    for (name, _), r in zip(commands, results):
+        by_name[name] = {k: r[k] for k in ("median", "mean", "stddev", "min", "max")}
+    return by_name
+
+
+def explain_failure(commands, shell, timeout):
+    """hyperfine does not say which command failed: run each once and raise naming it."""
+    for name, c in commands:
+        argv = ["/bin/sh", "-c", c] if shell else shlex.split(c)
+        try:
+            p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, timeout=timeout, errors="replace", text=True)
+        except subprocess.TimeoutExpired:
+            raise Failed(f"{name}: timed out after {timeout}s: {fmt_cmd(c)}")
+        if p.returncode != 0:
+            tail = " | ".join(p.stderr.strip().splitlines()[-3:])
+            raise Failed(f"{name}: exit {p.returncode}: {fmt_cmd(c)}: {tail}")
+
+
+def callgrind(argv, workdir, tag, timeout=120):
+    """Counts user-space instructions (Ir) of the process `argv` starts, parent only.
+
+    valgrind runs the guest in the same process, so the parent's profile is the file named after
+    the pid we started; children forked by it stop being traced at their exec
+    (no --trace-children). Returns (instructions, path of the callgrind out file)."""
+    d = Path(workdir) / f"callgrind-{tag}"
+    d.mkdir(parents=True, exist_ok=True)
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.%p", *argv]
+    p = subprocess.Popen([str(c) for c in cmd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(p)
+        raise Failed(f"timed out after {timeout}s: {fmt_cmd(cmd)}")
+    if p.returncode != 0:
+        raise Failed(f"exit {p.returncode}: {fmt_cmd(cmd)}: {err.strip().splitlines()[-1:]}")
+    f = d / f"cg.{p.pid}"
+    if not f.exists():
+        raise Failed(f"callgrind wrote no profile for pid {p.pid}: {fmt_cmd(cmd)}")
+    return callgrind_total(f), f
+
+
+def callgrind_total(path):
+    """The first event (Ir) of the "summary:" or "totals:" line of a callgrind out file."""
+    for line in Path(path).read_text(errors="replace").splitlines():
+        m = re.match(r"^(summary|totals):\s+(\d+)", line)
+        if m:
+            return int(m.group(2))
+    raise Failed(f"no summary/totals line in {path}")
+
+
+def callgrind_top(path, n=10, timeout=60):
+    """Top `n` functions by self instruction count: [(Ir, percent, function)] (callgrind_annotate)."""
+    out = run(["callgrind_annotate", "--threshold=99", str(path)], timeout=timeout).stdout
+    rows = []
+    for line in out.splitlines():
+        m = re.match(r"^\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.+)$", line)
+        if m and "PROGRAM TOTALS" not in m.group(3):
+            rows.append((int(m.group(1).replace(",", "")), float(m.group(2)), m.group(3).strip()))
+    return rows[:n]
+
+
+def strace_summary(argv, workdir, tag, follow=False, n=10, timeout=120):
+    """`strace -c` of `argv` (parent only unless `follow`): top `n` syscalls by time.
+
+    Returns [(syscall, calls, seconds, percent)]."""
+    out = Path(workdir) / f"strace-{tag}.txt"
+    cmd = ["strace", "-c", "-o", str(out)] + (["-f"] if follow else []) + [str(a) for a in argv]
+    run(cmd, timeout=timeout)
+    rows = []
+    for line in out.read_text().splitlines():
+        parts = line.split()
+        # % time  seconds  usecs/call  calls  [errors]  syscall
+        if len(parts) >= 5 and re.match(r"^[\d.]+$", parts[0]) and parts[-1] != "total":
+            try:
+                rows.append((parts[-1], int(parts[3]), float(parts[1]), float(parts[0])))
+            except ValueError:
+                continue
+    return rows[:n]
+
+
+def proc_status_kb(pid, field):
+    """A `kB` field (VmHWM, VmRSS) of /proc/PID/status; None once the process is gone/a zombie."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def comm(pid):
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+class HwmSampler:
+    """Samples VmHWM of one pid every `interval` s until it exits; `peak` is the last value seen
+    (VmHWM is a high-water mark, so the last sample is the peak up to that moment)."""
+
+    def __init__(self, pid, interval=0.005):
+        self.pid, self.interval, self.peak, self.samples = pid, interval, None, 0
+
+    def poll(self):
+        v = proc_status_kb(self.pid, "VmHWM")
+        if v is not None:
+            self.peak = max(self.peak or 0, v)
+            self.samples += 1
+        return v
+
+    def run_until_exit(self, popen, timeout):
+        deadline = time.monotonic() + timeout
+        while popen.poll() is None:
+            if time.monotonic() > deadline:
+                kill_group(popen)
+                raise Failed(f"timed out after {timeout:.0f}s: {fmt_cmd(popen.args)}")
+            self.poll()
+            time.sleep(self.interval)
+        return popen.returncode
+
+
+def smaps_top(pid, n=6):
+    """Largest mappings of `pid` by Rss: [(kB, name)], to explain a peak RSS."""
+    rows, name = [], None
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                parts = line.split()
+                if re.match(r"^[0-9a-f]+-[0-9a-f]+$", parts[0]):
+                    name = parts[5] if len(parts) > 5 else "[anon]"
+                    perms = parts[1]
+                    name = f"{name} ({perms})"
+                elif parts[0] == "Rss:":
+                    rows.append((int(parts[1]), name))
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    rows.sort(reverse=True)
+    return [r for r in rows if r[0] > 0][:n]
