@@ -20,6 +20,8 @@ const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker schema 1 (`…manifest.v1+json`, `…manifest.v1+prettyjws`): unsupported.
+const DOCKER_SCHEMA1_PREFIX: &str = "application/vnd.docker.distribution.manifest.v1";
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
@@ -350,13 +352,18 @@ impl RegistryClient {
         let m: Manifest = serde_json::from_slice(bytes)
             .map_err(|e| l.registry(format!("manifest is not valid JSON: {e}")))?;
         let media = m.media_type.clone().or(content_type).unwrap_or_default();
-        if m.schema_version == Some(1) || media.contains("manifest.v1") {
+        if m.schema_version == Some(1) || media.starts_with(DOCKER_SCHEMA1_PREFIX) {
             return Err(l.registry(
                 "Docker schema 1 manifests are not supported (push the image with a current tool)",
             ));
         }
         let is_index = m.manifests.is_some() || media == OCI_INDEX || media == DOCKER_LIST;
         if !is_index {
+            if !media.is_empty() && media != OCI_MANIFEST && media != DOCKER_MANIFEST {
+                return Err(l.registry(format!(
+                    "unsupported manifest media type {media} (not an image)"
+                )));
+            }
             let config = self.config_from_manifest(l, &m, top_digest)?;
             if let Some(c) = &self.cache {
                 c.put(platform, &config);
@@ -509,9 +516,8 @@ impl RegistryClient {
                 });
             }
         }
-        if let Some(ct) = &content_type {
-            let known = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
-            if ct.contains("manifest.v1") && !known.contains(&ct.as_str()) {
+        if let Some(ct) = content_type.as_deref() {
+            if ct.starts_with(DOCKER_SCHEMA1_PREFIX) {
                 return Err(l.registry(format!(
                     "the registry only offers a Docker schema 1 manifest ({ct}), which is not supported"
                 )));

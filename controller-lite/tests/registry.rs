@@ -1,0 +1,1081 @@
+//! Image metadata against real software: Debian's `docker-registry` on 127.0.0.1 (open, with
+//! htpasswd basic auth, and with JWT token auth served by a small token server in this file),
+//! images built offline by `podman build` from scratch and pushed by `podman push` /
+//! `podman manifest push`, and `podman image inspect`.
+//!
+//! Missing `docker-registry`, `podman`, `openssl` or `/bin/busybox` fail the tests (never skip):
+//! `tests/install-deps` installs them.
+//!
+//! Layout: one fixture per test process builds the images, pushes them to a registry, records
+//! the digests podman reports, stops that registry and removes the local images. Each test then
+//! starts its own registry process(es) over the same (read-only) storage, so tests run in
+//! parallel and every registry is killed by a Drop guard when its test ends.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use stepctl::image::{
+    inspect_podman, parse_reference, ImageConfig, ImageError, Platform, RegistryClient,
+    RegistryOptions,
+};
+
+const CONTAINERS_CONF: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/podman/containers.conf"
+);
+const USER: &str = "stepctl";
+const PASSWORD: &str = "pa:ss w0rd";
+
+// ---------------------------------------------------------------- process helpers
+
+fn tool(name: &str) -> Command {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{name} is not installed: run tests/install-deps (these tests never skip)"
+    );
+    let mut c = Command::new(name);
+    c.env("CONTAINERS_CONF", CONTAINERS_CONF)
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A port nothing listens on (bound then released; nothing else here reuses it quickly).
+fn closed_port() -> u16 {
+    free_port()
+}
+
+fn unique() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("registry-test-{}", std::process::id()))
+        .join(format!("{name}-{}", unique()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+// ---------------------------------------------------------------- the registry
+
+enum Auth {
+    None,
+    Htpasswd(PathBuf),
+    Token {
+        realm: String,
+        service: String,
+        issuer: String,
+        root_cert: PathBuf,
+    },
+}
+
+/// A running `docker-registry`, killed on drop.
+struct Registry {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Registry {
+    fn start(storage: &Path, auth: Auth) -> Registry {
+        let dir = tmpdir("registry");
+        let auth_yaml = match &auth {
+            Auth::None => String::new(),
+            Auth::Htpasswd(p) => format!(
+                "auth:\n  htpasswd:\n    realm: stepctl-test\n    path: {}\n",
+                p.display()
+            ),
+            Auth::Token {
+                realm,
+                service,
+                issuer,
+                root_cert,
+            } => format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {}\n",
+                root_cert.display()
+            ),
+        };
+        for _attempt in 0..5 {
+            let port = free_port();
+            let addr = format!("127.0.0.1:{port}");
+            let config = dir.join("config.yml");
+            std::fs::write(
+                &config,
+                format!(
+                    "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n  secret: stepctl-test-secret\n{auth_yaml}",
+                    storage.display()
+                ),
+            )
+            .unwrap();
+            let log = dir.join("registry.log");
+            let logf = std::fs::File::create(&log).unwrap();
+            let child = tool("docker-registry")
+                .arg("serve")
+                .arg(&config)
+                .stdout(logf.try_clone().unwrap())
+                .stderr(logf)
+                .spawn()
+                .expect("start docker-registry");
+            let mut reg = Registry { child, addr, log };
+            if reg.wait_ready() {
+                return reg;
+            }
+            // Port taken in between, or a start failure: show it if it persists.
+            drop(reg);
+        }
+        panic!(
+            "docker-registry did not start; last log in {}",
+            dir.display()
+        );
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                eprintln!(
+                    "docker-registry exited with {status}:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+                return false;
+            }
+            if let Ok(mut s) = TcpStream::connect(&self.addr) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = write!(s, "GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr);
+                let mut resp = String::new();
+                let _ = s.read_to_string(&mut resp);
+                if resp
+                    .to_ascii_lowercase()
+                    .contains("docker-distribution-api-version: registry/2.0")
+                {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------- the fixture
+
+struct Fixture {
+    storage: PathBuf,
+    /// Manifest digests as podman reported them when pushing.
+    amd64: String,
+    arm64: String,
+    plain: String,
+    multi: String,
+    multi_docker: String,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(build_fixture)
+}
+
+const CONTAINERFILE_AMD64: &str = r#"FROM scratch
+COPY busybox /bin/busybox
+ENTRYPOINT ["/bin/busybox", "sh", "-c"]
+CMD ["echo amd64"]
+WORKDIR /srv/app
+USER 1234:2345
+ENV GREETING="hello world" EMPTY=
+"#;
+const CONTAINERFILE_ARM64: &str = r#"FROM scratch
+COPY busybox /bin/busybox
+ENTRYPOINT ["/bin/busybox", "sh", "-c"]
+CMD ["echo arm64"]
+WORKDIR /srv/arm
+USER 4321
+"#;
+const CONTAINERFILE_PLAIN: &str = "FROM scratch\nCOPY busybox /bin/busybox\n";
+
+fn build_fixture() -> Fixture {
+    // Remove what earlier, killed runs left behind.
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    if let Ok(entries) = std::fs::read_dir(&tmp) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("registry-test-") {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+    assert!(
+        Path::new("/bin/busybox").is_file(),
+        "/bin/busybox missing: install busybox-static (tests/install-deps)"
+    );
+    let root = tmpdir("fixture");
+    let storage = root.join("storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    let ctx = root.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::copy("/bin/busybox", ctx.join("busybox")).unwrap();
+    let id = unique();
+    let name = |s: &str| format!("localhost/stepctl-registry-test-{id}-{s}");
+    let images = LocalImages(vec![name("amd64"), name("arm64"), name("plain")]);
+    let list = name("list");
+    let _list_guard = LocalList(list.clone());
+    for (tag, file, arch) in [
+        (&images.0[0], CONTAINERFILE_AMD64, "amd64"),
+        (&images.0[1], CONTAINERFILE_ARM64, "arm64"),
+        (&images.0[2], CONTAINERFILE_PLAIN, "amd64"),
+    ] {
+        let cf = ctx.join(format!("Containerfile.{arch}.{}", tag.len()));
+        std::fs::write(&cf, file).unwrap();
+        run(tool("podman")
+            .args(["build", "-q", "--no-cache", "--arch", arch, "-f"])
+            .arg(&cf)
+            .args(["-t", tag])
+            .arg(&ctx));
+    }
+    let reg = Registry::start(&storage, Auth::None);
+    let push = |src: &str, dest: &str, extra: &[&str]| -> String {
+        let digestfile = root.join(format!("digest-{}", unique()));
+        let mut cmd = tool("podman");
+        cmd.args(["push", "-q", "--tls-verify=false"])
+            .args(extra)
+            .arg("--digestfile")
+            .arg(&digestfile)
+            .arg(src)
+            .arg(format!("docker://{}/{dest}", reg.addr));
+        run(&mut cmd);
+        std::fs::read_to_string(&digestfile)
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let amd64 = push(&images.0[0], "team/app:amd64", &[]);
+    let arm64 = push(&images.0[1], "team/app:arm64", &[]);
+    let plain = push(&images.0[2], "team/plain:v1", &["--format", "v2s2"]);
+    run(tool("podman").args(["manifest", "create", &list]));
+    for img in &images.0[..2] {
+        run(tool("podman").args([
+            "manifest",
+            "add",
+            &list,
+            &format!("containers-storage:{img}"),
+        ]));
+    }
+    let push_list = |dest: &str, extra: &[&str]| -> String {
+        let digestfile = root.join(format!("digest-{}", unique()));
+        let mut cmd = tool("podman");
+        cmd.args(["manifest", "push", "-q", "--all", "--tls-verify=false"])
+            .args(extra)
+            .arg("--digestfile")
+            .arg(&digestfile)
+            .arg(&list)
+            .arg(format!("docker://{}/{dest}", reg.addr));
+        run(&mut cmd);
+        std::fs::read_to_string(&digestfile)
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let multi = push_list("team/app:multi", &[]);
+    let multi_docker = push_list("team/app:multi-docker", &["--format", "v2s2"]);
+    for d in [&amd64, &arm64, &plain, &multi, &multi_docker] {
+        assert!(d.starts_with("sha256:") && d.len() == 71, "digest {d:?}");
+    }
+    drop(reg);
+    Fixture {
+        storage,
+        amd64,
+        arm64,
+        plain,
+        multi,
+        multi_docker,
+    }
+}
+
+/// Local podman images removed on drop.
+struct LocalImages(Vec<String>);
+impl Drop for LocalImages {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .env("CONTAINERS_CONF", CONTAINERS_CONF)
+            .args(["rmi", "-f"])
+            .args(&self.0)
+            .output();
+    }
+}
+struct LocalList(String);
+impl Drop for LocalList {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .env("CONTAINERS_CONF", CONTAINERS_CONF)
+            .args(["manifest", "rm", &self.0])
+            .output();
+    }
+}
+
+fn client(cache: Option<&Path>, auth_file: Option<&Path>) -> RegistryClient {
+    RegistryClient::new(RegistryOptions {
+        auth_files: auth_file.into_iter().map(Path::to_path_buf).collect(),
+        cache_dir: cache.map(Path::to_path_buf),
+        insecure_hosts: vec![],
+        timeout: Duration::from_secs(10),
+    })
+    .unwrap()
+}
+
+fn platform(s: &str) -> Platform {
+    Platform::parse(s).unwrap()
+}
+
+fn amd64_expected(digest: &str) -> ImageConfig {
+    ImageConfig {
+        entrypoint: vec!["/bin/busybox".into(), "sh".into(), "-c".into()],
+        cmd: vec!["echo amd64".into()],
+        working_dir: Some("/srv/app".into()),
+        user: Some("1234:2345".into()),
+        env: vec![
+            (
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ),
+            ("GREETING".into(), "hello world".into()),
+            ("EMPTY".into(), String::new()),
+        ],
+        digest: digest.into(),
+    }
+}
+
+fn assert_one_line_with(err: &ImageError, parts: &[&str]) {
+    let s = err.to_string();
+    assert!(!s.contains('\n'), "not one line: {s}");
+    for p in parts {
+        assert!(s.contains(p), "{p:?} missing in: {s}");
+    }
+}
+
+const FIELDS: &[&str] = &[
+    "run.command",
+    "run.args",
+    "workingDir",
+    "securityContext.runAsUser/runAsGroup",
+];
+
+// ---------------------------------------------------------------- tests: open registry
+
+#[test]
+fn oci_image_by_tag_gives_entrypoint_cmd_workdir_user_env() {
+    let f = fixture();
+    let reg = Registry::start(&f.storage, Auth::None);
+    let c = client(None, None);
+    let got = c
+        .config(
+            &format!("{}/team/app:amd64", reg.addr),
+            &platform("linux/amd64"),
+        )
+        .unwrap();
+    assert_eq!(got, amd64_expected(&f.amd64));
+    // Same result by digest, and the arm64 image has its own values.
+    let by_digest = c
+        .config(
+            &format!("{}/team/app@{}", reg.addr, f.amd64),
+            &platform("linux/amd64"),
+        )
+        .unwrap();
+    assert_eq!(by_digest, amd64_expected(&f.amd64));
+    let arm = c
+        .config(
+            &format!("{}/team/app:arm64", reg.addr),
+            &platform("linux/arm64"),
+        )
+        .unwrap();
+    assert_eq!(arm.cmd, ["echo arm64"]);
+    assert_eq!(arm.working_dir.as_deref(), Some("/srv/arm"));
+    assert_eq!(arm.user.as_deref(), Some("4321"));
+    assert_eq!(arm.digest, f.arm64);
+    // The registry saw our requests (the client did not answer from elsewhere).
+    assert!(
+        reg.log().contains("GET /v2/team/app/blobs/sha256:"),
+        "{}",
+        reg.log()
+    );
+}
+
+#[test]
+fn docker_v2_manifest_of_an_image_without_entrypoint_or_cmd() {
+    let f = fixture();
+    let reg = Registry::start(&f.storage, Auth::None);
+    let c = client(None, None);
+    let got = c
+        .config(
+            &format!("{}/team/plain:v1", reg.addr),
+            &platform("linux/amd64"),
+        )
+        .unwrap();
+    assert!(got.entrypoint.is_empty(), "{got:?}");
+    assert!(got.cmd.is_empty(), "{got:?}");
+    assert_eq!(got.working_dir, None);
+    assert_eq!(got.user, None);
+    assert_eq!(got.digest, f.plain);
+}
+
+#[test]
+fn multi_arch_index_and_manifest_list_select_the_platform() {
+    let f = fixture();
+    let reg = Registry::start(&f.storage, Auth::None);
+    let c = client(None, None);
+    for (tag, top) in [("multi", &f.multi), ("multi-docker", &f.multi_docker)] {
+        let image = format!("{}/team/app:{tag}", reg.addr);
+        let amd = c.config(&image, &platform("linux/amd64")).unwrap();
+        assert_eq!(amd.cmd, ["echo amd64"], "{tag}");
+        assert_eq!(amd.user.as_deref(), Some("1234:2345"), "{tag}");
+        assert_eq!(
+            &amd.digest, top,
+            "{tag}: digest of the index, not of one manifest"
+        );
+        for p in ["linux/arm64", "linux/arm64/v8"] {
+            let arm = c.config(&image, &platform(p)).unwrap();
+            assert_eq!(arm.cmd, ["echo arm64"], "{tag} {p}");
+            assert_eq!(arm.working_dir.as_deref(), Some("/srv/arm"), "{tag} {p}");
+        }
+        let err = c.config(&image, &platform("linux/s390x")).unwrap_err();
+        assert!(
+            matches!(err, ImageError::NoMatchingPlatform { .. }),
+            "{err}"
+        );
+        assert_one_line_with(
+            &err,
+            &[
+                &image,
+                "no manifest for platform linux/s390x",
+                "linux/amd64",
+                "linux/arm64",
+            ],
+        );
+    }
+    // Pinned to the index digest, platform still selects.
+    let pinned = format!("{}/team/app@{}", reg.addr, f.multi);
+    assert_eq!(
+        c.config(&pinned, &platform("linux/arm64")).unwrap().cmd,
+        ["echo arm64"]
+    );
+}
+
+#[test]
+fn unknown_tag_and_repository_are_not_found() {
+    let f = fixture();
+    let reg = Registry::start(&f.storage, Auth::None);
+    let c = client(None, None);
+    for image in [
+        format!("{}/team/app:nope", reg.addr),
+        format!("{}/team/nothing:v1", reg.addr),
+    ] {
+        let err = c.config(&image, &platform("linux/amd64")).unwrap_err();
+        assert!(matches!(err, ImageError::NotFound { .. }), "{err}");
+        assert_one_line_with(&err, &[&image, "not found", "404"]);
+    }
+}
+
+// ---------------------------------------------------------------- tests: cache
+
+#[test]
+fn digest_pinned_lookup_is_served_from_cache_with_the_registry_stopped() {
+    let f = fixture();
+    let cache = tmpdir("cache");
+    let reg = Registry::start(&f.storage, Auth::None);
+    let addr = reg.addr.clone();
+    let pinned = format!("{addr}/team/app@{}", f.multi);
+    let tagged = format!("{addr}/team/app:amd64");
+    let first = client(Some(&cache), None);
+    let want_amd = first.config(&pinned, &platform("linux/amd64")).unwrap();
+    assert!(first.network_requests() >= 3, "index, manifest, blob");
+    let want_tagged = first.config(&tagged, &platform("linux/amd64")).unwrap();
+    assert_eq!(want_tagged, amd64_expected(&f.amd64));
+
+    // A tag costs exactly one HEAD when its digest is cached.
+    let second = client(Some(&cache), None);
+    assert_eq!(
+        second.config(&tagged, &platform("linux/amd64")).unwrap(),
+        want_tagged
+    );
+    assert_eq!(second.network_requests(), 1);
+
+    drop(reg); // the registry is gone now
+    let offline = client(Some(&cache), None);
+    let got = offline.config(&pinned, &platform("linux/amd64")).unwrap();
+    assert_eq!(got, want_amd);
+    assert_eq!(got.cmd, ["echo amd64"]);
+    assert_eq!(got.digest, f.multi);
+    assert_eq!(
+        offline.network_requests(),
+        0,
+        "a cache hit makes no network call"
+    );
+    // The manifest the index led to was cached too.
+    let by_manifest = format!("{addr}/team/app@{}", f.amd64);
+    assert_eq!(
+        offline
+            .config(&by_manifest, &platform("linux/amd64"))
+            .unwrap(),
+        amd64_expected(&f.amd64)
+    );
+    assert_eq!(offline.network_requests(), 0);
+
+    // The cache key includes the platform: arm64 was never looked up.
+    let err = offline
+        .config(&pinned, &platform("linux/arm64"))
+        .unwrap_err();
+    assert!(matches!(err, ImageError::Unreachable { .. }), "{err}");
+    // A tag has to be resolved, so it needs the registry: a clear error.
+    let err = offline
+        .config(&tagged, &platform("linux/amd64"))
+        .unwrap_err();
+    assert!(matches!(err, ImageError::Unreachable { .. }), "{err}");
+    let mut parts = vec![tagged.as_str(), "cannot reach registry", addr.as_str()];
+    parts.extend_from_slice(FIELDS);
+    assert_one_line_with(&err, &parts);
+}
+
+// ---------------------------------------------------------------- tests: errors
+
+#[test]
+fn unreachable_registry_names_the_image_and_the_fields_to_set() {
+    let c = client(None, None);
+    let image = format!("127.0.0.1:{}/team/app:v1", closed_port());
+    let err = c.config(&image, &platform("linux/amd64")).unwrap_err();
+    assert!(matches!(err, ImageError::Unreachable { .. }), "{err}");
+    let mut parts = vec![
+        image.as_str(),
+        "cannot reach registry",
+        "connection refused",
+    ];
+    parts.extend_from_slice(FIELDS);
+    assert_one_line_with(&err, &parts);
+}
+
+#[test]
+fn bad_references_fail_before_any_network_call() {
+    let c = client(None, None);
+    for (image, why) in [
+        ("", "empty"),
+        ("Team/App", "lowercase"),
+        ("127.0.0.1:5000/app:bad:tag", "invalid"),
+        ("app@sha256:1234", "64 lowercase hex"),
+        ("app@sha512:00", "unsupported digest algorithm"),
+        ("127.0.0.1:99999/app", "invalid port"),
+    ] {
+        let err = c.config(image, &platform("linux/amd64")).unwrap_err();
+        assert!(
+            matches!(err, ImageError::InvalidReference { .. }),
+            "{image}: {err}"
+        );
+        assert_one_line_with(&err, &["invalid image reference", why]);
+        assert!(parse_reference(image).is_err());
+    }
+    assert_eq!(c.network_requests(), 0);
+}
+
+/// Serves a copy of the storage in which stored bytes no longer match their digests.
+#[test]
+fn content_that_does_not_match_its_digest_is_rejected() {
+    let f = fixture();
+    let storage = tmpdir("corrupt").join("storage");
+    run(Command::new("cp").arg("-a").arg(&f.storage).arg(&storage));
+    let blob = |d: &str| {
+        let hex = &d["sha256:".len()..];
+        storage.join(format!(
+            "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ))
+    };
+    // Config blob of team/plain: same length, different bytes.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(&f.plain)).unwrap()).unwrap();
+    let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let cfg = std::fs::read_to_string(blob(&config_digest)).unwrap();
+    assert!(cfg.contains("\"linux\""));
+    std::fs::write(blob(&config_digest), cfg.replace("\"linux\"", "\"linuz\"")).unwrap();
+    // Manifest of team/app:arm64: a byte more (still valid JSON).
+    let mut m = std::fs::read(blob(&f.arm64)).unwrap();
+    m.push(b'\n');
+    std::fs::write(blob(&f.arm64), m).unwrap();
+
+    let reg = Registry::start(&storage, Auth::None);
+    let c = client(None, None);
+    let image = format!("{}/team/plain:v1", reg.addr);
+    let err = c.config(&image, &platform("linux/amd64")).unwrap_err();
+    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+    assert_one_line_with(
+        &err,
+        &[
+            &image,
+            "config blob does not match its digest",
+            &config_digest,
+        ],
+    );
+
+    let image = format!("{}/team/app:arm64", reg.addr);
+    let err = c.config(&image, &platform("linux/arm64")).unwrap_err();
+    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+    assert_one_line_with(
+        &err,
+        &[&image, "manifest", "does not match its digest", &f.arm64],
+    );
+    // Reached through the index, the same manifest is rejected as well.
+    let image = format!("{}/team/app:multi", reg.addr);
+    let err = c.config(&image, &platform("linux/arm64")).unwrap_err();
+    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+    // The untouched amd64 side still works.
+    assert_eq!(
+        c.config(&image, &platform("linux/amd64")).unwrap().cmd,
+        ["echo amd64"]
+    );
+}
+
+// ---------------------------------------------------------------- tests: basic auth
+
+fn auth_file(dir: &Path, registry: &str, user: &str, password: &str) -> PathBuf {
+    let p = dir.join("auth.json");
+    let auth = STANDARD.encode(format!("{user}:{password}"));
+    std::fs::write(
+        &p,
+        serde_json::json!({ "auths": { registry: { "auth": auth } } }).to_string(),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn basic_auth_with_htpasswd() {
+    let f = fixture();
+    let dir = tmpdir("basic");
+    let htpasswd = dir.join("htpasswd");
+    let hash = bcrypt::hash(PASSWORD, 4).unwrap();
+    std::fs::write(&htpasswd, format!("{USER}:{hash}\n")).unwrap();
+    let reg = Registry::start(&f.storage, Auth::Htpasswd(htpasswd));
+    let image = format!("{}/team/app:amd64", reg.addr);
+
+    let anonymous = client(None, None);
+    let err = anonymous
+        .config(&image, &platform("linux/amd64"))
+        .unwrap_err();
+    assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
+    assert_one_line_with(
+        &err,
+        &[
+            &image,
+            "basic authentication required",
+            "no credentials for",
+            &reg.addr,
+        ],
+    );
+
+    let wrong = auth_file(&dir, &reg.addr, USER, "wrong");
+    let err = client(None, Some(&wrong))
+        .config(&image, &platform("linux/amd64"))
+        .unwrap_err();
+    assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
+    assert_one_line_with(
+        &err,
+        &[&image, "401", "basic credentials of user \"stepctl\""],
+    );
+
+    let right = auth_file(&dir, &reg.addr, USER, PASSWORD);
+    let c = client(None, Some(&right));
+    assert_eq!(
+        c.config(&image, &platform("linux/amd64")).unwrap(),
+        amd64_expected(&f.amd64)
+    );
+    // Multi-arch through basic auth, reusing the accepted credentials.
+    let multi = c
+        .config(
+            &format!("{}/team/app:multi", reg.addr),
+            &platform("linux/arm64"),
+        )
+        .unwrap();
+    assert_eq!(multi.cmd, ["echo arm64"]);
+}
+
+// ---------------------------------------------------------------- tests: bearer tokens
+
+/// A token service in the style registries use: `GET /token?service=…&scope=…` with basic
+/// credentials, answering `{"token": JWT}` signed (RS256, `x5c` header) with `openssl`.
+struct TokenServer {
+    addr: String,
+    stop: Arc<AtomicBool>,
+    /// Request lines and whether basic credentials were valid, in order.
+    seen: Arc<Mutex<Vec<(String, bool)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Signer {
+    key: PathBuf,
+    cert_der_b64: String,
+}
+
+fn make_signer(dir: &Path, name: &str) -> (Signer, PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let cert = dir.join(format!("{name}.pem"));
+    run(tool("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+        ])
+        .arg(format!("/CN=stepctl-test-{name}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    let der = Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(der.status.success());
+    (
+        Signer {
+            key,
+            cert_der_b64: STANDARD.encode(der.stdout),
+        },
+        cert,
+    )
+}
+
+const SERVICE: &str = "stepctl-test-registry";
+const ISSUER: &str = "stepctl-test-issuer";
+
+impl TokenServer {
+    fn start(signer: Signer, require_credentials: bool) -> TokenServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, seen2) = (stop.clone(), seen.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                serve_token(conn, &signer, require_credentials, &seen2);
+            }
+        });
+        TokenServer {
+            addr,
+            stop,
+            seen,
+            thread: Some(thread),
+        }
+    }
+
+    fn realm(&self) -> String {
+        format!("http://{}/token", self.addr)
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_token(
+    conn: TcpStream,
+    signer: &Signer,
+    require_credentials: bool,
+    seen: &Mutex<Vec<(String, bool)>>,
+) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() || request_line.is_empty() {
+        return;
+    }
+    let mut authorization = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("authorization") {
+                authorization = Some(v.trim().to_string());
+            }
+        }
+    }
+    let expected = format!("Basic {}", STANDARD.encode(format!("{USER}:{PASSWORD}")));
+    let authenticated = authorization.as_deref() == Some(expected.as_str());
+    seen.lock()
+        .unwrap()
+        .push((request_line.trim().to_string(), authenticated));
+    let target = request_line.split_whitespace().nth(1).unwrap_or("");
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| percent_decode(v))
+    };
+    let mut conn = conn;
+    if (require_credentials && !authenticated) || (authorization.is_some() && !authenticated) {
+        let _ = conn.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 27\r\nConnection: close\r\n\r\n{\"details\":\"unauthorized\"}\n",
+        );
+        return;
+    }
+    if param("service").as_deref() != Some(SERVICE) {
+        let _ = conn.write_all(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        return;
+    }
+    // scope = repository:NAME:ACTIONS; grant pull only.
+    let access: Vec<serde_json::Value> = param("scope")
+        .into_iter()
+        .filter_map(|s| {
+            let mut parts = s.splitn(2, ':');
+            let kind = parts.next()?.to_string();
+            let rest = parts.next()?;
+            let (name, actions) = rest.rsplit_once(':')?;
+            let granted: Vec<&str> = actions.split(',').filter(|a| *a == "pull").collect();
+            Some(serde_json::json!({"type": kind, "name": name, "actions": granted}))
+        })
+        .collect();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [signer.cert_der_b64]});
+    let claims = serde_json::json!({
+        "iss": ISSUER, "sub": if authenticated { USER } else { "" }, "aud": SERVICE,
+        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": unique(), "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let mut openssl = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(&signer.key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    openssl
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(signing_input.as_bytes())
+        .unwrap();
+    let sig = openssl.wait_with_output().unwrap();
+    assert!(sig.status.success(), "openssl dgst -sign failed");
+    let jwt = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.stdout));
+    let body = serde_json::json!({"token": jwt, "expires_in": 300}).to_string();
+    let _ = write!(
+        conn,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn token_registry(
+    f: &Fixture,
+    signer: Signer,
+    trusted_cert: &Path,
+    require_credentials: bool,
+) -> (TokenServer, Registry) {
+    let server = TokenServer::start(signer, require_credentials);
+    let reg = Registry::start(
+        &f.storage,
+        Auth::Token {
+            realm: server.realm(),
+            service: SERVICE.into(),
+            issuer: ISSUER.into(),
+            root_cert: trusted_cert.to_path_buf(),
+        },
+    );
+    (server, reg)
+}
+
+#[test]
+fn bearer_token_flow_with_credentials() {
+    let f = fixture();
+    let dir = tmpdir("bearer");
+    let (signer, cert) = make_signer(&dir, "token");
+    let (server, reg) = token_registry(f, signer, &cert, true);
+    let image = format!("{}/team/app:multi", reg.addr);
+
+    // No credentials: the token service refuses an anonymous token.
+    let err = client(None, None)
+        .config(&image, &platform("linux/amd64"))
+        .unwrap_err();
+    assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
+    assert_one_line_with(
+        &err,
+        &[
+            &image,
+            "token service",
+            "refused an anonymous request",
+            "repository:team/app:pull",
+        ],
+    );
+
+    let creds = auth_file(&dir, &reg.addr, USER, PASSWORD);
+    let c = client(None, Some(&creds));
+    let got = c.config(&image, &platform("linux/arm64")).unwrap();
+    assert_eq!(got.cmd, ["echo arm64"]);
+    assert_eq!(got.digest, f.multi);
+    let seen = server.seen.lock().unwrap().clone();
+    let ours: Vec<_> = seen.iter().filter(|(_, ok)| *ok).collect();
+    assert_eq!(
+        ours.len(),
+        1,
+        "one token for the repository, reused for manifests and blob: {seen:?}"
+    );
+    assert!(
+        ours[0].0.contains("service=stepctl-test-registry")
+            && ours[0].0.contains("scope=repository%3Ateam%2Fapp%3Apull"),
+        "{seen:?}"
+    );
+    // The registry itself checked the token (signature, issuer, audience, access).
+    assert!(reg.log().contains("authorized request"), "{}", reg.log());
+}
+
+#[test]
+fn bearer_token_flow_anonymous() {
+    let f = fixture();
+    let dir = tmpdir("bearer-anon");
+    let (signer, cert) = make_signer(&dir, "token");
+    let (server, reg) = token_registry(f, signer, &cert, false);
+    let c = client(None, None);
+    let got = c
+        .config(
+            &format!("{}/team/app:amd64", reg.addr),
+            &platform("linux/amd64"),
+        )
+        .unwrap();
+    assert_eq!(got, amd64_expected(&f.amd64));
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(!seen[0].1, "anonymous token request: {seen:?}");
+}
+
+#[test]
+fn bearer_token_signed_by_an_untrusted_key_is_refused_by_the_registry() {
+    let f = fixture();
+    let dir = tmpdir("bearer-untrusted");
+    let (_trusted_signer, trusted_cert) = make_signer(&dir, "trusted");
+    let (rogue, _) = make_signer(&dir, "rogue");
+    let (_server, reg) = token_registry(f, rogue, &trusted_cert, false);
+    let image = format!("{}/team/app:amd64", reg.addr);
+    let err = client(None, None)
+        .config(&image, &platform("linux/amd64"))
+        .unwrap_err();
+    assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
+    let mut parts = vec![image.as_str(), "401 Unauthorized with an anonymous token"];
+    parts.extend_from_slice(FIELDS);
+    assert_one_line_with(&err, &parts);
+}
+
+// ---------------------------------------------------------------- tests: podman
+
+#[test]
+fn podman_inspect_reads_the_local_image() {
+    let dir = tmpdir("podman");
+    std::fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
+    std::fs::write(dir.join("Containerfile"), CONTAINERFILE_AMD64).unwrap();
+    let tag = format!("localhost/stepctl-registry-test-{}-inspect:dev", unique());
+    let _guard = LocalImages(vec![tag.clone()]);
+    run(tool("podman").args(["build", "-q", "-t", &tag]).arg(&dir));
+    let got = inspect_podman(&tag).unwrap();
+    let expected = amd64_expected(&got.digest);
+    assert_eq!(got, expected);
+    assert!(
+        got.digest.starts_with("sha256:") && got.digest.len() == 71,
+        "{}",
+        got.digest
+    );
+
+    let missing = format!("localhost/stepctl-registry-test-{}-missing:dev", unique());
+    let err = inspect_podman(&missing).unwrap_err();
+    assert!(matches!(err, ImageError::NotLocal { .. }), "{err}");
+    let mut parts = vec![
+        missing.as_str(),
+        "not in podman's local storage",
+        "podman pull",
+    ];
+    parts.extend_from_slice(FIELDS);
+    assert_one_line_with(&err, &parts);
+
+    let err = inspect_podman("--help").unwrap_err();
+    assert!(matches!(err, ImageError::InvalidReference { .. }), "{err}");
+}
