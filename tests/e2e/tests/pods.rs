@@ -1,0 +1,619 @@
+//! Steps across the containers of one pod (issue 3), in real containers: `podman kube play` of a
+//! hand-written Pod with a setup initContainer (the init image: `init setup`), then one container per
+//! group of the spec (`<shared>/init run SPEC --group N --state DIR`), all but the last as
+//! initContainers, sharing two emptyDirs (the init's own files, the workspace). The spec reaches
+//! every container as a ConfigMap volume.
+//!
+//! What podman 4.3 does (checked by these tests, see tests/e2e/README.md): initContainers run one
+//! after another; one that exits non-zero (or is SIGKILLed) stops the pod's start: kube play fails
+//! and later containers stay `created`. `podman pod stop` waits for a running initContainer to end
+//! (the pod is locked while kube play starts it), so a stop during an initContainer is done with
+//! `podman stop` on that container, as the kubelet stops a running initContainer on deletion.
+
+use std::time::{Duration, Instant};
+
+use stepinit_e2e::*;
+use stepinit_protocol::spec::Condition;
+use stepinit_protocol::summary::Summary;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn step(mut s: Step, f: impl FnOnce(&mut Step)) -> Step {
+    f(&mut s);
+    s
+}
+
+fn group(id: &str, steps: Vec<Step>) -> Step {
+    Step {
+        id: Some(id.into()),
+        steps,
+        ..Default::default()
+    }
+}
+
+fn summary(pod: &Pod, short: &str) -> Summary {
+    let text = pod.termination_log(short);
+    assert!(
+        text.len() < 4096,
+        "termination log of {short} is {} bytes",
+        text.len()
+    );
+    Summary::decode(text.as_bytes()).unwrap_or_else(|e| {
+        panic!(
+            "termination log of {short} does not decode ({e}): {text:?}\n{}",
+            pod.debug()
+        )
+    })
+}
+
+/// Ids of the steps that have records in these logs, in order of their first record.
+fn step_ids(logs: &Logs) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for r in &logs.records {
+        let id = match r {
+            Record::Start { step, .. } | Record::End { step, .. } => step,
+            Record::Done { .. } => continue,
+        };
+        if !ids.contains(id) {
+            ids.push(id.clone());
+        }
+    }
+    ids
+}
+
+/// The three-group layout most tests use: root busybox, busybox as 1001, shell-less scratch.
+fn three_groups() -> Vec<spec::Container> {
+    vec![
+        spec_ctr("root", None, None),
+        spec_ctr("user", Some((1001, 1001)), Some("/workspace")),
+        spec_ctr("scratch", Some((1001, 1001)), None),
+    ]
+}
+
+fn three_ctrs() -> (Vec<Ctr>, Ctr) {
+    (
+        vec![
+            Ctr::setup(),
+            Ctr::group("root", BUSYBOX_IMAGE, 0),
+            Ctr::group("user", USER_IMAGE, 1)
+                .user(1001, 1001)
+                .working_dir("/workspace"),
+        ],
+        Ctr::group("scratch", SCRATCH_IMAGE, 2).user(1001, 1001),
+    )
+}
+
+#[test]
+fn handoff_runs_each_group_in_its_container_with_users_workdirs_and_a_shell_less_image() {
+    require_images();
+    let spec = new_spec(
+        three_groups(),
+        vec![
+            // Container 0, root: creates data in the workspace; working directory switching.
+            step(
+                shell_step(
+                    "root-writes",
+                    0,
+                    "mkdir -p /workspace/data; echo from-root > /workspace/data/root.txt; echo \"pwd=$PWD\"",
+                ),
+                |s| s.working_dir = Some("/workspace/root-dir/sub".into()),
+            ),
+            step(shell_step("root-pwd", 0, "echo \"pwd=$PWD\""), |s| {
+                s.working_dir = Some("/tmp/elsewhere".into())
+            }),
+            // Container 1, uid 1001: writes where root created; HOME is writable; its steps run
+            // in the container's working directory unless they say otherwise.
+            shell_step(
+                "user-writes",
+                1,
+                "echo from-user > /workspace/data/user.txt; cat /workspace/data/root.txt; \
+                 echo \"id=$(id -u):$(id -g) pwd=$PWD\"; echo home > \"$HOME/.probe\"; \
+                 test \"$HOME\" != /",
+            ),
+            step(
+                shell_step("user-workdir", 1, "echo \"pwd=$PWD\"; touch mine"),
+                |s| s.working_dir = Some("/workspace/user-dir".into()),
+            ),
+            // A group spanning containers 1 and 2.
+            group(
+                "span",
+                vec![
+                    cmd_step("span-user", 1, &["sh", "-c", "echo span > /workspace/data/span.txt"]),
+                    cmd_step(
+                        "span-scratch",
+                        2,
+                        &["/probe", "expect", "/workspace/data/span.txt", "span"],
+                    ),
+                ],
+            ),
+            // Container 2, shell-less image: a shell step through the sh that setup copied, and
+            // our probe reading what the others wrote.
+            shell_step(
+                "scratch-shell",
+                2,
+                "read -r a < /workspace/data/root.txt; read -r b < /workspace/data/user.txt; \
+                 echo \"shell=$0 a=$a b=$b\"; echo from-scratch-shell > /workspace/data/scratch.txt",
+            ),
+            step(
+                cmd_step(
+                    "scratch-probe",
+                    2,
+                    &["/probe", "expect", "/workspace/data/scratch.txt", "from-scratch-shell", "::", "id"],
+                ),
+                |s| s.working_dir = Some("/workspace/scratch-dir".into()),
+            ),
+        ],
+    );
+    let (inits, last) = three_ctrs();
+    let pod = Pod::new("handoff", &spec, &inits, &last);
+    let code = pod.run_to_end(LIMIT);
+    let dbg = || pod.debug();
+    assert_eq!(
+        code,
+        0,
+        "the workflow passed: the last container exits 0\n{}",
+        dbg()
+    );
+    for c in ["setup", "root", "user"] {
+        assert_eq!(inspect(&pod.ctr(c)).exit_code, 0, "{c}\n{}", dbg());
+    }
+
+    let root = container_logs(&pod.ctr("root"));
+    let user = container_logs(&pod.ctr("user"));
+    let scratch = container_logs(&pod.ctr("scratch"));
+    for (n, l) in [("root", &root), ("user", &user), ("scratch", &scratch)] {
+        l.assert_clean(n);
+    }
+    // Each container reports only its own leaves; the spanning group opens in container 1 and
+    // closes in container 2.
+    assert_eq!(
+        step_ids(&root),
+        ["root-writes", "root-pwd"],
+        "{:#?}",
+        root.records
+    );
+    assert_eq!(
+        step_ids(&user),
+        ["user-writes", "user-workdir", "span", "span-user"],
+        "{:#?}",
+        user.records
+    );
+    assert!(
+        !user
+            .records
+            .iter()
+            .any(|r| matches!(r, Record::End { step, .. } if step == "span")),
+        "the group ends in the container of its last child: {:#?}",
+        user.records
+    );
+    assert_eq!(
+        step_ids(&scratch),
+        ["span-scratch", "span", "scratch-shell", "scratch-probe"],
+        "{:#?}",
+        scratch.records
+    );
+    for (l, ids) in [
+        (&root, &["root-writes", "root-pwd"][..]),
+        (&user, &["user-writes", "user-workdir", "span-user"][..]),
+        (
+            &scratch,
+            &["span-scratch", "span", "scratch-shell", "scratch-probe"][..],
+        ),
+    ] {
+        for id in ids {
+            assert_eq!(
+                l.end(id),
+                (Status::Passed, l.end(id).1, None),
+                "step {id}\n{}",
+                dbg()
+            );
+        }
+    }
+    assert_eq!(root.done(), (Status::Passed, false));
+    assert_eq!(user.done(), (Status::Passed, false));
+    assert_eq!(scratch.done(), (Status::Passed, true));
+
+    // Working directories: created on demand, switched per step, the container's own otherwise.
+    assert_eq!(
+        root.stdout_str(),
+        "pwd=/workspace/root-dir/sub\npwd=/tmp/elsewhere\n"
+    );
+    let out = user.stdout_str();
+    assert!(
+        out.starts_with("from-root\nid=1001:1001 pwd=/workspace\npwd=/workspace/user-dir\n"),
+        "{out}"
+    );
+    let out = scratch.stdout_str();
+    assert!(out.contains("a=from-root b=from-user"), "{out}");
+    assert!(
+        out.contains("uid=1001 gid=1001 cwd=/workspace/scratch-dir"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("shell={SHARED}/sh")) || out.contains("shell=sh"),
+        "the shell step ran the sh setup copied: {out}"
+    );
+
+    // Termination summaries: one per container, the last one with the workflow's result.
+    let s = summary(&pod, "root");
+    assert_eq!((s.container, s.last, s.status), (0, false, Status::Passed));
+    assert_eq!(s.counts[Status::Passed as usize], 2);
+    let s = summary(&pod, "scratch");
+    assert_eq!((s.container, s.last, s.status), (2, true, Status::Passed));
+    assert_eq!(s.counts[Status::Failed as usize], 0);
+}
+
+#[test]
+fn a_failure_in_one_container_drives_conditions_in_the_next_ones() {
+    require_images();
+    let spec = new_spec(
+        three_groups(),
+        vec![
+            cmd_step("ok", 0, &["true"]),
+            cmd_step("fails", 0, &["sh", "-c", "echo failing; exit 3"]),
+            cmd_step("after-fail", 0, &["true"]),
+            cmd_step("passed-skips", 1, &["sh", "-c", "echo must-not-run"]),
+            step(
+                cmd_step("always-runs", 1, &["sh", "-c", "echo always-ran"]),
+                |s| s.condition = Condition::Always,
+            ),
+            step(
+                cmd_step("failed-runs", 1, &["sh", "-c", "echo failed-ran"]),
+                |s| s.condition = Condition::Failed,
+            ),
+            group(
+                "skipped-group",
+                vec![
+                    cmd_step("sg-user", 1, &["sh", "-c", "echo must-not-run"]),
+                    step(
+                        cmd_step("sg-scratch", 2, &["/probe", "echo", "must-not-run"]),
+                        |s| s.condition = Condition::Always,
+                    ),
+                ],
+            ),
+            step(
+                cmd_step("scratch-always", 2, &["/probe", "echo", "cleanup"]),
+                |s| s.condition = Condition::Always,
+            ),
+            step(
+                cmd_step("scratch-never", 2, &["/probe", "echo", "must-not-run"]),
+                |s| s.condition = Condition::Never,
+            ),
+        ],
+    );
+    let (inits, last) = three_ctrs();
+    let pod = Pod::new("conditions", &spec, &inits, &last);
+    let code = pod.run_to_end(LIMIT);
+    let dbg = || pod.debug();
+    assert_eq!(
+        code,
+        1,
+        "the workflow failed: the last container exits 1\n{}",
+        dbg()
+    );
+    assert_eq!(
+        inspect(&pod.ctr("root")).exit_code,
+        0,
+        "an intermediate container exits 0 although its step failed\n{}",
+        dbg()
+    );
+    let root = container_logs(&pod.ctr("root"));
+    let user = container_logs(&pod.ctr("user"));
+    let scratch = container_logs(&pod.ctr("scratch"));
+    assert_eq!(
+        root.end("fails"),
+        (Status::Failed, Some(3), root.end("fails").2)
+    );
+    assert_eq!(root.status("after-fail"), Status::Skipped);
+    assert_eq!(root.done(), (Status::Failed, false));
+
+    assert_eq!(user.status("passed-skips"), Status::Skipped);
+    assert!(!user.started("passed-skips"));
+    assert_eq!(user.status("always-runs"), Status::Passed);
+    assert_eq!(user.status("failed-runs"), Status::Passed);
+    assert_eq!(user.status("sg-user"), Status::Skipped);
+    assert_eq!(user.stdout_str(), "always-ran\nfailed-ran\n", "{}", dbg());
+
+    // A skipped group skips all its children, in whatever container they are.
+    assert_eq!(scratch.status("sg-scratch"), Status::Skipped);
+    assert_eq!(scratch.status("skipped-group"), Status::Skipped);
+    assert_eq!(scratch.status("scratch-always"), Status::Passed);
+    assert_eq!(scratch.status("scratch-never"), Status::Skipped);
+    assert_eq!(scratch.stdout_str(), "cleanup\n");
+    assert_eq!(scratch.done(), (Status::Failed, true));
+
+    let s = summary(&pod, "scratch");
+    assert_eq!((s.container, s.last, s.status), (2, true, Status::Failed));
+    let s = summary(&pod, "root");
+    assert_eq!(s.status, Status::Failed);
+    assert!(
+        s.steps
+            .iter()
+            .any(|r| r.id == "fails" && r.status == Status::Failed && r.code == Some(3)),
+        "{s:?}"
+    );
+}
+
+/// Waits until `container`'s logs hold a start record for `step_id`.
+fn wait_for_start(container: &str, step_id: &str) {
+    wait_until(
+        &format!("step {step_id} to start in {container}"),
+        Duration::from_secs(60),
+        || {
+            let o = podman(["logs", container]);
+            o.status.success() && Logs::decode(&o.stdout, &o.stderr).started(step_id)
+        },
+    );
+}
+
+#[test]
+fn a_sigkilled_init_mid_step_is_reported_aborted_by_the_next_container() {
+    require_images();
+    let spec = new_spec(
+        three_groups(),
+        vec![
+            cmd_step("before", 0, &["true"]),
+            cmd_step("killed", 0, &["sh", "-c", "echo started; sleep 300"]),
+            cmd_step("after-in-killed", 0, &["true"]),
+            cmd_step("passed-skips", 1, &["sh", "-c", "echo must-not-run"]),
+            step(
+                cmd_step("always-runs", 1, &["sh", "-c", "echo always-ran"]),
+                |s| s.condition = Condition::Always,
+            ),
+            step(
+                cmd_step("scratch-always", 2, &["/probe", "echo", "cleanup"]),
+                |s| s.condition = Condition::Always,
+            ),
+        ],
+    );
+    let (inits, last) = three_ctrs();
+    let pod = Pod::new("sigkill", &spec, &inits, &last);
+    let play = pod.play_spawn();
+    let root = pod.ctr("root");
+    wait_for_start(&root, "killed");
+    // The OOM killer or node pressure: SIGKILL to the init (PID 1 of the container).
+    podman_ok(["kill", "-s", "KILL", &root]);
+    let o = wait_output(play, LIMIT, "podman kube play");
+    // podman (as the kubelet with restartPolicy Never) fails the pod start on a failed
+    // initContainer and does not start the next containers.
+    assert!(
+        !o.status.success(),
+        "kube play should fail: {}",
+        pod.debug()
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("exited with code 137"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(inspect(&root).exit_code, 137);
+    assert_eq!(inspect(&pod.ctr("user")).status, "created");
+    let killed = container_logs(&root);
+    assert!(killed.started("killed"));
+    assert!(
+        !killed
+            .records
+            .iter()
+            .any(|r| matches!(r, Record::End { step, .. } if step == "killed")),
+        "a SIGKILLed init writes nothing more"
+    );
+
+    // The closest real equivalent of the next container starting after the crash: start it (as
+    // a controller recovering the pod would), then the last one.
+    let t = Instant::now();
+    let o = podman(["start", "--attach", &pod.ctr("user")]);
+    assert_eq!(o.status.code(), Some(0), "{}", pod.debug());
+    let o = podman(["start", "--attach", &pod.ctr("scratch")]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the workflow failed\n{}",
+        pod.debug()
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "nothing hangs: {:?}",
+        t.elapsed()
+    );
+
+    let user = container_logs(&pod.ctr("user"));
+    user.assert_clean("user");
+    let (status, _code, reason) = user.end("killed");
+    assert_eq!(status, Status::Aborted, "{:#?}", user.records);
+    assert!(
+        reason.as_deref().is_some_and(|r| !r.is_empty()),
+        "the aborted record says why: {:#?}",
+        user.records
+    );
+    assert_eq!(user.status("after-in-killed"), Status::Skipped);
+    assert_eq!(user.status("passed-skips"), Status::Skipped);
+    assert_eq!(user.status("always-runs"), Status::Passed);
+    assert_eq!(user.stdout_str(), "always-ran\n");
+    let scratch = container_logs(&pod.ctr("scratch"));
+    assert_eq!(scratch.status("scratch-always"), Status::Passed);
+    assert_eq!(scratch.done(), (Status::Failed, true));
+    let s = summary(&pod, "scratch");
+    assert_eq!((s.last, s.status), (true, Status::Failed));
+}
+
+#[test]
+fn pod_stop_aborts_the_running_step_with_its_grace_and_the_init_exits_130() {
+    require_images();
+    // The last container runs a step that ignores SIGTERM, with a 1.5s grace: `podman pod stop`
+    // (SIGTERM to the init, SIGKILL after 30s) must end in about 1.5s, the step recorded aborted.
+    let spec = new_spec(
+        vec![
+            spec_ctr("root", None, None),
+            spec_ctr("scratch", Some((1001, 1001)), None),
+        ],
+        vec![
+            cmd_step("first", 0, &["true"]),
+            step(
+                cmd_step(
+                    "stubborn",
+                    1,
+                    &[
+                        "/probe",
+                        "ignore-term",
+                        "::",
+                        "echo",
+                        "ready",
+                        "::",
+                        "sleep",
+                        "300000",
+                    ],
+                ),
+                |s| s.grace_ms = Some(1500),
+            ),
+            step(
+                cmd_step("always-after", 1, &["/probe", "echo", "must-not-run"]),
+                |s| s.condition = Condition::Always,
+            ),
+        ],
+    );
+    let pod = Pod::new(
+        "podstop",
+        &spec,
+        &[Ctr::setup(), Ctr::group("root", BUSYBOX_IMAGE, 0)],
+        &Ctr::group("scratch", SCRATCH_IMAGE, 1).user(1001, 1001),
+    );
+    let o = pod.play(LIMIT);
+    assert!(o.status.success(), "{}", pod.debug());
+    let last = pod.ctr("scratch");
+    wait_for_start(&last, "stubborn");
+    wait_until("ready", Duration::from_secs(30), || {
+        container_logs(&last).stdout_str().contains("ready")
+    });
+    let t = Instant::now();
+    podman_ok(["pod", "stop", "-t", "30", &pod.name]);
+    let took = t.elapsed();
+    let code = wait_exited(&last, LIMIT);
+    assert_eq!(code, 130, "aborted: exit 130\n{}", pod.debug());
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(10),
+        "pod stop took {took:?}: the step's 1.5s grace, not podman's 30s"
+    );
+    let logs = container_logs(&last);
+    logs.assert_clean("scratch");
+    assert_eq!(
+        logs.status("stubborn"),
+        Status::Aborted,
+        "{:#?}",
+        logs.records
+    );
+    assert_eq!(
+        logs.status("always-after"),
+        Status::Skipped,
+        "abort skips even `always`"
+    );
+    assert!(!logs.stdout_str().contains("must-not-run"));
+    assert_eq!(logs.done(), (Status::Aborted, true));
+    let s = summary(&pod, "scratch");
+    assert_eq!((s.last, s.status), (true, Status::Aborted));
+}
+
+#[test]
+fn stopping_a_running_init_container_aborts_and_later_containers_skip_promptly() {
+    require_images();
+    let spec = new_spec(
+        three_groups(),
+        vec![
+            cmd_step("running", 0, &["sh", "-c", "echo ready; sleep 300"]),
+            cmd_step("user-step", 1, &["sh", "-c", "echo must-not-run"]),
+            step(
+                cmd_step("user-always", 1, &["sh", "-c", "echo must-not-run"]),
+                |s| s.condition = Condition::Always,
+            ),
+            step(
+                cmd_step("scratch-always", 2, &["/probe", "echo", "must-not-run"]),
+                |s| s.condition = Condition::Always,
+            ),
+        ],
+    );
+    let (inits, last) = three_ctrs();
+    let pod = Pod::new("ctrstop", &spec, &inits, &last);
+    let play = pod.play_spawn();
+    let root = pod.ctr("root");
+    wait_for_start(&root, "running");
+    let t = Instant::now();
+    // What the kubelet does to a running initContainer when the pod is deleted.
+    podman_ok(["stop", "-t", "30", &root]);
+    let o = wait_output(play, LIMIT, "podman kube play");
+    let took = t.elapsed();
+    // An intermediate container exits 0 whatever happened, so podman starts the next ones: they
+    // must see the abort in the state, skip everything and exit at once.
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        pod.debug()
+    );
+    let code = wait_exited(&pod.ctr("scratch"), LIMIT);
+    let total = t.elapsed();
+    assert_eq!(inspect(&root).exit_code, 0, "{}", pod.debug());
+    assert_eq!(code, 130, "the workflow was aborted\n{}", pod.debug());
+    assert!(took < Duration::from_secs(10), "stop took {took:?}");
+    assert!(
+        total < Duration::from_secs(20),
+        "the later containers exit promptly: {total:?}"
+    );
+    let r = container_logs(&root);
+    assert_eq!(r.status("running"), Status::Aborted, "{:#?}", r.records);
+    let u = container_logs(&pod.ctr("user"));
+    assert_eq!(u.status("user-step"), Status::Skipped);
+    assert_eq!(u.status("user-always"), Status::Skipped);
+    assert!(!u.started("user-always"));
+    let s = container_logs(&pod.ctr("scratch"));
+    assert_eq!(s.status("scratch-always"), Status::Skipped);
+    assert_eq!(s.done(), (Status::Aborted, true));
+    for l in [&u, &s] {
+        assert!(!l.stdout_str().contains("must-not-run"));
+    }
+    let sum = summary(&pod, "scratch");
+    assert_eq!((sum.last, sum.status), (true, Status::Aborted));
+}
+
+#[test]
+fn a_single_container_runs_a_spec_from_a_configmap_without_state() {
+    require_images();
+    // No setup container: the init is in the image (the init image), the spec is the ConfigMap.
+    let spec = new_spec(
+        vec![],
+        vec![
+            Step {
+                id: Some("hello".into()),
+                command: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "echo hello; echo oops >&2".into(),
+                ],
+                ..Default::default()
+            },
+            Step {
+                id: Some("negative".into()),
+                command: vec!["/bin/sh".into(), "-c".into(), "exit 4".into()],
+                negative: true,
+                ..Default::default()
+            },
+        ],
+    );
+    let pod = Pod::new(
+        "single",
+        &spec,
+        &[],
+        &Ctr::new("only", INIT_IMAGE, &["/init", "run", "/spec/spec.json"]),
+    );
+    let code = pod.run_to_end(LIMIT);
+    assert_eq!(code, 0, "{}", pod.debug());
+    let l = container_logs(&pod.ctr("only"));
+    l.assert_clean("only");
+    assert_eq!(l.stdout_str(), "hello\n");
+    assert_eq!(l.stderr_str(), "oops\n");
+    assert_eq!(l.end("hello"), (Status::Passed, Some(0), None));
+    assert_eq!(l.end("negative").0, Status::Passed);
+    assert_eq!(l.end("negative").1, Some(4));
+    assert_eq!(l.done(), (Status::Passed, true));
+    let s = summary(&pod, "only");
+    assert_eq!((s.container, s.last, s.status), (0, true, Status::Passed));
+    assert_eq!(s.counts[Status::Passed as usize], 2);
+}
