@@ -867,7 +867,7 @@ fn serve_token(
             .map(|(_, v)| percent_decode(v))
     };
     let mut conn = conn;
-    if (require_credentials && !authenticated) || (authorization.is_some() && !authenticated) {
+    if !authenticated && (require_credentials || authorization.is_some()) {
         let _ = conn.write_all(
             b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 27\r\nConnection: close\r\n\r\n{\"details\":\"unauthorized\"}\n",
         );

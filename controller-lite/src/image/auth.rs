@@ -100,7 +100,7 @@ impl CredentialStore {
                     }
                     Some(_) => continue,
                 };
-                if best.map_or(true, |(s, _)| specificity > s) {
+                if !matches!(best, Some((s, _)) if s >= specificity) {
                     best = Some((specificity, creds));
                 }
             }
@@ -352,7 +352,7 @@ mod tests {
         assert!(!format!("{c:?}").contains("colons"));
 
         std::fs::write(&f2, "{not json").unwrap();
-        let e = CredentialStore::load(&[f2.clone()]).unwrap_err();
+        let e = CredentialStore::load(std::slice::from_ref(&f2)).unwrap_err();
         assert!(e.contains("b.json") && e.contains("invalid JSON"), "{e}");
         std::fs::write(&f2, r#"{"auths":{"h":{"auth":"bm9jb2xvbg=="}}}"#).unwrap();
         let e = CredentialStore::load(&[f2]).unwrap_err();

@@ -114,7 +114,9 @@ pub fn parse_reference(s: &str) -> Result<Reference, ImageError> {
     // A tag is after the last ':' that follows the last '/'.
     let last_slash = name_tag.rfind('/');
     let (name, tag) = match name_tag.rfind(':') {
-        Some(i) if last_slash.map_or(true, |j| i > j) => (&name_tag[..i], Some(&name_tag[i + 1..])),
+        Some(i) if !matches!(last_slash, Some(j) if j > i) => {
+            (&name_tag[..i], Some(&name_tag[i + 1..]))
+        }
         _ => (name_tag, None),
     };
     if let Some(t) = tag {

@@ -470,6 +470,11 @@ impl RegistryClient {
     fn head_manifest(&self, l: &Lookup, reference: &str) -> Result<Option<String>, ImageError> {
         let url = self.url(&l.r, &format!("manifests/{reference}"));
         let mut resp = self.request(l, Method::Head, &url, Some(ACCEPT))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) && ![401, 403, 404, 429].contains(&status) {
+            // A registry or proxy that does not do HEAD (405, 501, …): resolve with GET.
+            return Ok(None);
+        }
         self.check_status(l, &mut resp, &url, "manifest")?;
         Ok(resp
             .headers()
