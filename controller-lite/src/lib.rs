@@ -6,8 +6,11 @@
 //! decoding), [`report`] (text, JSON, JUnit).
 
 pub mod duration;
+pub mod engine;
 pub mod follow;
 pub mod image;
+pub mod manifest;
 pub mod plan;
 pub mod report;
+pub mod signals;
 pub mod workflow;

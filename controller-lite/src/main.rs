@@ -1,1 +1,359 @@
-fn main() {}
+//! `stepctl`: Testkube TestWorkflows in, pods around the stepinit `/init` out.
+//!
+//! Exit codes: 0 passed, 1 failed (or an engine error), 2 invalid workflow or usage,
+//! 130 interrupted.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use stepctl::engine::{self, EngineError, RunOptions};
+use stepctl::follow::{pump, Stream, Timestamps};
+use stepctl::manifest::{self, BuildOptions, Kind};
+use stepctl::plan::{self, ImageMeta, Plan};
+use stepctl::report::{self, Collector, Format, RunResult};
+use stepctl::workflow::{self, Workflow};
+use stepctl::{image, signals};
+
+#[derive(Parser)]
+#[command(
+    name = "stepctl",
+    version,
+    about = "Runs Testkube TestWorkflows with the stepinit /init: locally, on podman or on Kubernetes",
+    after_help = "Exit codes: 0 passed, 1 failed, 2 invalid workflow or usage, 130 interrupted."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EngineKind {
+    Local,
+    Podman,
+    Kubernetes,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutputKind {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TsKind {
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ImagesFrom {
+    /// `podman image inspect` (local storage)
+    Podman,
+    /// the image's registry (OCI distribution API)
+    Registry,
+    /// never look images up: steps must give command/args
+    None,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print the Kubernetes manifests (ConfigMap + Pod or Job) for a workflow.
+    Build {
+        #[arg(long, value_enum, default_value = "pod")]
+        kind: Kind,
+        /// Make every container pass the Pod Security `restricted` profile.
+        #[arg(long)]
+        restricted: bool,
+        #[arg(long, default_value = manifest::DEFAULT_INIT_IMAGE)]
+        init_image: String,
+        /// Where image metadata comes from when a step has no command or user.
+        #[arg(long, value_enum, default_value = "registry")]
+        images: ImagesFrom,
+        workflow: PathBuf,
+    },
+    /// Print the plan: the spec the init runs and which steps share a container.
+    Plan { workflow: PathBuf },
+    /// Run a workflow and report its results.
+    Run {
+        #[arg(long, value_enum, default_value = "local")]
+        engine: EngineKind,
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputKind,
+        /// Also write the results as JUnit XML to FILE.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Keep the pod (podman, kubernetes) or the temporary directory (local).
+        #[arg(long)]
+        keep: bool,
+        #[arg(long, default_value = manifest::DEFAULT_INIT_IMAGE)]
+        init_image: String,
+        /// podman/kubernetes: make every container pass the `restricted` profile.
+        #[arg(long)]
+        restricted: bool,
+        /// Seconds a stopped pod gets between SIGTERM and SIGKILL on Ctrl-C.
+        #[arg(long, default_value_t = 10)]
+        grace: u64,
+        workflow: PathBuf,
+    },
+    /// Decode raw container logs from stdin (podman logs / kubectl logs, with or without
+    /// timestamps) and print the results.
+    Decode {
+        /// The workflow, for step names of steps that never started.
+        #[arg(long)]
+        workflow: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputKind,
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "auto")]
+        timestamps: TsKind,
+        /// Name of the workflow in the report.
+        #[arg(long, default_value = "workflow")]
+        name: String,
+    },
+    /// Re-derive the results of a pod that still exists from its containers' logs.
+    Status {
+        #[arg(long, value_enum, default_value = "podman")]
+        engine: EngineKind,
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputKind,
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        pod: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The embedded init: `stepctl __init ARGS` is `init ARGS` (the local engine's containers).
+    if args.get(1).is_some_and(|a| a == "__init") {
+        let code = stepinit::cli_main(args[2..].to_vec());
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    let cli = Cli::parse();
+    let code = match real_main(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("stepctl: {}", e.message);
+            e.code
+        }
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn usage(e: impl std::fmt::Display) -> EngineError {
+    EngineError {
+        message: e.to_string(),
+        code: 2,
+    }
+}
+
+fn load(path: &Path) -> Result<Workflow, EngineError> {
+    let wf = workflow::load(path).map_err(usage)?;
+    for w in &wf.warnings {
+        eprintln!("stepctl: warning: {w}");
+    }
+    Ok(wf)
+}
+
+fn to_meta(c: image::ImageConfig) -> ImageMeta {
+    ImageMeta {
+        entrypoint: c.entrypoint,
+        cmd: c.cmd,
+        working_dir: c.working_dir,
+        user: c.user,
+    }
+}
+
+/// Plans with image metadata from `from`.
+fn make_plan(wf: &Workflow, from: ImagesFrom, users: bool) -> Result<Plan, EngineError> {
+    let mut registry: Option<Result<image::RegistryClient, String>> = None;
+    let mut resolve = |img: &str| -> Result<ImageMeta, String> {
+        match from {
+            ImagesFrom::None => Err("image lookups are disabled (--images none)".into()),
+            ImagesFrom::Podman => image::inspect_podman(img)
+                .map(to_meta)
+                .map_err(|e| e.to_string()),
+            ImagesFrom::Registry => {
+                let client = registry.get_or_insert_with(|| {
+                    image::RegistryClient::from_env().map_err(|e| e.to_string())
+                });
+                match client {
+                    Ok(c) => c
+                        .config(img, &image::Platform::host())
+                        .map(to_meta)
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.clone()),
+                }
+            }
+        }
+    };
+    let mut p = plan::plan(wf, Some(&mut resolve)).map_err(usage)?;
+    if users && from != ImagesFrom::None {
+        plan::fill_users(&mut p, &mut resolve);
+    }
+    Ok(p)
+}
+
+fn format_of(o: OutputKind) -> Format {
+    match o {
+        OutputKind::Text => Format::Text,
+        OutputKind::Json => Format::Json,
+    }
+}
+
+fn finish(
+    r: &RunResult,
+    format: Format,
+    junit: Option<&Path>,
+    interrupted: bool,
+) -> Result<i32, EngineError> {
+    let mut out = std::io::stdout();
+    if format == Format::Text {
+        println!();
+    }
+    report::print(&mut out, r, format)
+        .map_err(|e| EngineError::new(format!("cannot print: {e}")))?;
+    if let Some(j) = junit {
+        std::fs::write(j, report::junit(r))
+            .map_err(|e| EngineError::new(format!("cannot write {}: {e}", j.display())))?;
+    }
+    Ok(report::exit_code(r, interrupted))
+}
+
+fn real_main(cli: Cli) -> Result<i32, EngineError> {
+    match cli.cmd {
+        Cmd::Build {
+            kind,
+            restricted,
+            init_image,
+            images,
+            workflow,
+        } => {
+            let wf = load(&workflow)?;
+            let p = make_plan(&wf, images, true)?;
+            let objs = manifest::objects(
+                &wf,
+                &p,
+                &BuildOptions {
+                    kind,
+                    restricted,
+                    init_image,
+                    name: wf.name.clone(),
+                    annotations: Default::default(),
+                },
+            )
+            .map_err(|e| usage(format!("{}: {e}", wf.file)))?;
+            print!("{}", manifest::to_yaml(&objs));
+            Ok(0)
+        }
+        Cmd::Plan { workflow } => {
+            let wf = load(&workflow)?;
+            let p = make_plan(&wf, ImagesFrom::None, false)?;
+            for c in &p.containers {
+                eprintln!("{} ({}): steps {}", c.name, c.image, c.leaves.join(", "));
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&p.spec).expect("spec JSON")
+            );
+            Ok(0)
+        }
+        Cmd::Run {
+            engine: kind,
+            output,
+            junit,
+            keep,
+            init_image,
+            restricted,
+            grace,
+            workflow,
+        } => {
+            let wf = load(&workflow)?;
+            let pipe = signals::install()
+                .map_err(|e| EngineError::new(format!("cannot install signal handlers: {e}")))?;
+            let format = format_of(output);
+            let opts = RunOptions {
+                format,
+                keep,
+                init_image,
+                kind: Kind::Pod,
+                restricted,
+                grace_s: grace,
+            };
+            let (r, interrupted) = match kind {
+                EngineKind::Local => {
+                    let p = make_plan(&wf, ImagesFrom::Podman, false)?;
+                    engine::local::run(&p, &opts)?
+                }
+                EngineKind::Podman => {
+                    let p = make_plan(&wf, ImagesFrom::Podman, true)?;
+                    engine::podman::run(&wf, &p, &opts, pipe)?
+                }
+                EngineKind::Kubernetes => {
+                    let p = make_plan(&wf, ImagesFrom::Registry, true)?;
+                    engine::kubernetes::run(&wf, &p, &opts, pipe)?
+                }
+            };
+            finish(&r, format, junit.as_deref(), interrupted)
+        }
+        Cmd::Decode {
+            workflow,
+            output,
+            junit,
+            timestamps,
+            name,
+        } => {
+            let (collector, name) = match &workflow {
+                Some(w) => {
+                    let wf = load(w)?;
+                    let p = make_plan(&wf, ImagesFrom::None, false)?;
+                    (Collector::new(Some(&p.spec)), wf.name)
+                }
+                None => (Collector::new(None), name),
+            };
+            let format = format_of(output);
+            let sink = engine::make_sink(collector, format);
+            let ts = match timestamps {
+                TsKind::Auto => Timestamps::Auto,
+                TsKind::On => Timestamps::On,
+                TsKind::Off => Timestamps::Off,
+            };
+            pump(std::io::stdin().lock(), Stream::Stdout, ts, &sink);
+            let r = sink
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .collector
+                .result(&name, false, None);
+            finish(&r, format, junit.as_deref(), false)
+        }
+        Cmd::Status {
+            engine: kind,
+            output,
+            junit,
+            pod,
+        } => {
+            let format = format_of(output);
+            let sink = engine::make_sink(Collector::new(None), format);
+            match kind {
+                EngineKind::Podman => engine::podman::status(&pod, &sink)?,
+                EngineKind::Kubernetes => engine::kubernetes::status(&pod, &sink)?,
+                EngineKind::Local => {
+                    return Err(usage(
+                        "status works on pods: use --engine podman or kubernetes",
+                    ))
+                }
+            }
+            let g = sink.lock().unwrap_or_else(|p| p.into_inner());
+            let name = pod
+                .rsplit_once('-')
+                .map(|(a, _)| a)
+                .unwrap_or(&pod)
+                .to_string();
+            let r = g.collector.result(&name, false, None);
+            drop(g);
+            finish(&r, format, junit.as_deref(), false)
+        }
+    }
+}

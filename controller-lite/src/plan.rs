@@ -14,8 +14,8 @@ use stepinit_protocol::spec::{self, EnvVar, Retry, Until};
 use stepinit_protocol::Spec;
 
 /// The image used by steps that name none (neither in `run`, `container` nor `spec.container`):
-/// a busybox image, built by `images/build` (see images/README.md). Ignored by the local engine.
-pub const DEFAULT_IMAGE: &str = "localhost/stepinit-test/busybox:latest";
+/// the busybox image built by `images/build`. Ignored by the local engine.
+pub const DEFAULT_IMAGE: &str = "localhost/stepinit/test-busybox:dev";
 
 /// What the planner needs from an image when a step leaves it out.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -109,26 +109,6 @@ pub fn plan(wf: &Workflow, resolver: Option<Resolver<'_>>) -> Result<Plan, Workf
         }
     }
     assign(&mut steps, &index);
-    let mut containers = containers;
-    for c in &mut containers {
-        if c.run_as_user.is_none() {
-            // Best effort: the image's USER when numeric. Unknown stays None (setup's fallback).
-            if let Some(Ok(meta)) = p.meta(&c.image) {
-                if let Some(u) = meta.user.as_deref() {
-                    let mut parts = u.splitn(2, ':');
-                    c.run_as_user = parts.next().and_then(|x| x.parse().ok());
-                    if c.run_as_group.is_none() {
-                        c.run_as_group = parts.next().and_then(|x| x.parse().ok());
-                    }
-                    if u.is_empty() {
-                        c.run_as_user = Some(0);
-                    }
-                } else {
-                    c.run_as_user = Some(0);
-                }
-            }
-        }
-    }
     let spec = Spec {
         version: stepinit_protocol::VERSION,
         shell: None,
@@ -154,6 +134,42 @@ pub fn plan(wf: &Workflow, resolver: Option<Resolver<'_>>) -> Result<Plan, Workf
         spec,
         containers,
     })
+}
+
+/// Fills in the user of containers whose securityContext sets none, from the image's USER
+/// (numeric `uid[:gid]` only; a named user stays unknown, which the init's setup handles with
+/// its documented fallback). Images that declare no USER run as root. Used when building pods;
+/// the local engine ignores images.
+pub fn fill_users(plan: &mut Plan, resolver: Resolver<'_>) {
+    let mut cache: Vec<(String, Option<ImageMeta>)> = Vec::new();
+    for (i, c) in plan.containers.iter_mut().enumerate() {
+        if c.run_as_user.is_some() {
+            continue;
+        }
+        let meta = match cache.iter().find(|(img, _)| *img == c.image) {
+            Some((_, m)) => m.clone(),
+            None => {
+                let m = resolver(&c.image).ok();
+                cache.push((c.image.clone(), m.clone()));
+                m
+            }
+        };
+        let Some(meta) = meta else { continue };
+        match meta.user.as_deref() {
+            None | Some("") => c.run_as_user = Some(0),
+            Some(u) => {
+                let mut parts = u.splitn(2, ':');
+                c.run_as_user = parts.next().and_then(|x| x.parse().ok());
+                if c.run_as_group.is_none() {
+                    c.run_as_group = parts.next().and_then(|x| x.parse().ok());
+                }
+            }
+        }
+        if let Some(sc) = plan.spec.containers.get_mut(i) {
+            sc.run_as_user = c.run_as_user;
+            sc.run_as_group = c.run_as_group;
+        }
+    }
 }
 
 /// A short human name for a step that has none.

@@ -1,0 +1,203 @@
+//! The `local` engine: the plan runs on this host, no container engine. Each container of the
+//! pod becomes one `stepctl __init run SPEC --group N --state DIR` process (stepctl embeds the
+//! init), run one after the other like the containers of a pod, sharing a temporary directory:
+//!
+//! ```text
+//! $TMPDIR/stepctl-NAME-XXXXXX/
+//!   spec.json        the plan's spec, as the ConfigMap would carry it
+//!   state/           the init's state across "containers"
+//!   workspace/       the steps' working directory
+//!   termination-N    each group's termination summary
+//! ```
+//!
+//! Images are ignored (steps run with the host's programs). A step's absolute `workingDir` is
+//! placed inside the workspace (`/data` becomes `workspace/data`), so a workflow never writes
+//! into the host's root; relative ones are relative to the workspace. `runAsUser`/`runAsGroup`
+//! are honoured when stepctl runs as root (the init switches user per step), and ignored with a
+//! warning otherwise.
+
+use super::{make_sink, EngineError, RunOptions};
+use crate::follow::{pump, Stream, Timestamps};
+use crate::plan::Plan;
+use crate::report::{Collector, RunResult};
+use crate::signals;
+use std::ffi::CString;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+use stepinit_protocol::Spec;
+
+/// A temporary directory removed on drop unless kept.
+pub struct TempDir {
+    pub path: PathBuf,
+    pub keep: bool,
+}
+
+impl TempDir {
+    pub fn new(prefix: &str) -> std::io::Result<TempDir> {
+        let template = std::env::temp_dir().join(format!("{prefix}XXXXXX"));
+        let c = CString::new(template.into_os_string().into_encoded_bytes())
+            .map_err(|_| std::io::Error::other("temporary path holds a NUL byte"))?;
+        let raw = c.into_raw();
+        // SAFETY: mkdtemp rewrites the XXXXXX in place in a buffer we own.
+        let ok = unsafe { !libc::mkdtemp(raw).is_null() };
+        let c = unsafe { CString::from_raw(raw) };
+        if !ok {
+            return Err(std::io::Error::last_os_error());
+        }
+        let path = PathBuf::from(
+            <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(c.into_bytes()),
+        );
+        Ok(TempDir { path, keep: false })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// The spec as the local engine runs it: working directories inside the workspace, users
+/// switched per step when running as root.
+pub fn local_spec(plan: &Plan, workspace: &Path, as_root: bool) -> (Spec, Vec<String>) {
+    let mut spec = plan.spec.clone();
+    let mut warnings = Vec::new();
+    fn walk(
+        steps: &mut [stepinit_protocol::Step],
+        plan: &Plan,
+        ws: &Path,
+        as_root: bool,
+        warnings: &mut Vec<String>,
+    ) {
+        for s in steps {
+            if !s.steps.is_empty() {
+                walk(&mut s.steps, plan, ws, as_root, warnings);
+                continue;
+            }
+            if let Some(wd) = &s.working_dir {
+                if let Some(rel) = wd.strip_prefix('/') {
+                    s.working_dir = Some(ws.join(rel).display().to_string());
+                }
+            }
+            let c = &plan.containers[s.container.unwrap_or(0) as usize];
+            if c.run_as_user.is_some() || c.run_as_group.is_some() {
+                if as_root {
+                    s.run_as_user = c.run_as_user;
+                    s.run_as_group = c.run_as_group;
+                } else {
+                    let w = format!(
+                        "step {:?}: runAsUser/runAsGroup ignored (stepctl is not root)",
+                        s.name.as_deref().unwrap_or_default()
+                    );
+                    if !warnings.contains(&w) {
+                        warnings.push(w);
+                    }
+                }
+            }
+        }
+    }
+    walk(&mut spec.steps, plan, workspace, as_root, &mut warnings);
+    (spec, warnings)
+}
+
+pub fn run(plan: &Plan, opts: &RunOptions) -> Result<(RunResult, bool), EngineError> {
+    let mut tmp = TempDir::new(&format!("stepctl-{}-", plan.name))
+        .map_err(|e| EngineError::new(format!("cannot create a temporary directory: {e}")))?;
+    tmp.keep = opts.keep;
+    let ws = tmp.path.join("workspace");
+    let state = tmp.path.join("state");
+    let io = |what: &str, e: std::io::Error| EngineError::new(format!("{what}: {e}"));
+    std::fs::create_dir(&ws).map_err(|e| io("cannot create the workspace", e))?;
+    std::fs::create_dir(&state).map_err(|e| io("cannot create the state directory", e))?;
+    // Steps running as another user must reach their working directories in the workspace.
+    for d in [&tmp.path, &ws] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| io("cannot set permissions", e))?;
+    }
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let (spec, warnings) = local_spec(plan, &ws, as_root);
+    for w in warnings {
+        eprintln!("stepctl: warning: {w}");
+    }
+    let spec_path = tmp.path.join("spec.json");
+    std::fs::write(
+        &spec_path,
+        serde_json::to_vec(&spec).expect("spec serializes"),
+    )
+    .map_err(|e| io("cannot write the spec", e))?;
+    let exe = std::env::current_exe().map_err(|e| io("cannot find the stepctl executable", e))?;
+
+    let sink = make_sink(Collector::new(Some(&plan.spec)), opts.format);
+    let started = Instant::now();
+    let mut notes = Vec::new();
+    for group in 0..spec.container_count() {
+        if signals::interrupted() {
+            break;
+        }
+        let mut cmd = Command::new(&exe);
+        cmd.arg("__init")
+            .arg("run")
+            .arg(&spec_path)
+            .arg("--group")
+            .arg(group.to_string())
+            .arg("--state")
+            .arg(&state)
+            .arg("--termination-log")
+            .arg(tmp.path.join(format!("termination-{group}")))
+            .current_dir(&ws)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: a terminal's Ctrl-C reaches stepctl only, which forwards
+            // it once; the init stops the running step and records it aborted.
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe; the init stops its step if stepctl dies.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| io("cannot start the init", e))?;
+        signals::set_child(child.id() as i32);
+        if signals::interrupted() {
+            // The signal came between spawn and set_child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let s1 = sink.clone();
+        let s2 = sink.clone();
+        let t1 = std::thread::spawn(move || pump(out, Stream::Stdout, Timestamps::Off, &s1));
+        let t2 = std::thread::spawn(move || pump(err, Stream::Stderr, Timestamps::Off, &s2));
+        let status = child.wait().map_err(|e| io("waiting for the init", e))?;
+        signals::set_child(0);
+        let _ = t1.join();
+        let _ = t2.join();
+        match status.code() {
+            Some(0) | Some(1) | Some(130) => {}
+            Some(2) => {
+                return Err(EngineError::new(format!(
+                    "the init refused the spec of group {group} (exit 2, see above)"
+                )))
+            }
+            Some(c) => notes.push(format!("group {group}: the init exited with code {c}")),
+            None => notes.push(format!("group {group}: the init was killed by a signal")),
+        }
+    }
+    let wall = started.elapsed().as_millis() as u64;
+    let interrupted = signals::interrupted();
+    let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
+    g.flush();
+    let mut result = g.collector.result(&plan.name, interrupted, Some(wall));
+    result.notes.extend(notes);
+    if opts.keep {
+        eprintln!("stepctl: kept {}", tmp.path.display());
+    }
+    Ok((result, interrupted))
+}

@@ -1,0 +1,339 @@
+//! The `podman` engine: `podman kube play` of the built manifests, each container's logs
+//! followed in start order (`podman logs -f`), records decoded live, the pod removed afterwards
+//! (`podman kube down`) unless `--keep`. Ctrl-C/SIGTERM: `podman pod stop -t GRACE`, then the
+//! results gathered so far are reported and stepctl exits 130.
+//!
+//! Podman reads `CONTAINERS_CONF` as usual; the project's tests set it to
+//! `tests/podman/containers.conf`.
+
+use super::{make_sink, EngineError, RunOptions};
+use crate::follow::{pump, Sink, Stream, Timestamps};
+use crate::manifest::{self, BuildOptions, SETUP_NAME};
+use crate::plan::Plan;
+use crate::report::{Collector, RunResult};
+use crate::signals;
+use crate::workflow::Workflow;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn podman() -> Command {
+    let mut c = Command::new("podman");
+    c.stdin(Stdio::null());
+    c
+}
+
+fn output(mut c: Command) -> Result<std::process::Output, EngineError> {
+    c.output().map_err(|e| {
+        EngineError::new(format!(
+            "cannot run podman ({e}); install podman or use --engine local"
+        ))
+    })
+}
+
+/// Checks that podman runs and the init image is there.
+pub fn preflight(init_image: &str) -> Result<(), EngineError> {
+    let mut c = podman();
+    c.args(["version", "--format", "{{.Client.Version}}"]);
+    let o = output(c)?;
+    if !o.status.success() {
+        return Err(EngineError::new(format!(
+            "podman cannot run: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )));
+    }
+    let mut c = podman();
+    c.args(["image", "exists", init_image]);
+    if !output(c)?.status.success() {
+        return Err(EngineError::new(format!(
+            "the init image {init_image} is not in podman's storage: build it with `images/build` (or pass --init-image IMAGE)"
+        )));
+    }
+    Ok(())
+}
+
+/// A short random suffix for pod names.
+pub fn suffix() -> String {
+    let mut b = [0u8; 6];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    b.iter()
+        .map(|x| b"abcdefghijklmnopqrstuvwxyz0123456789"[(*x as usize) % 36] as char)
+        .collect()
+}
+
+/// Container state as podman reports it (`created`, `running`, `exited`, ...), None if absent.
+fn state(name: &str) -> Option<String> {
+    let o = podman()
+        .args([
+            "container",
+            "inspect",
+            "--format",
+            "{{.State.Status}}",
+            name,
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !o.status.success() {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// Follows `podman logs -f NAME` into the sink until the container's output ends.
+pub fn follow_logs(name: &str, sink: &Arc<Mutex<Sink>>) -> Result<(), EngineError> {
+    let mut child = podman()
+        .args(["logs", "-f", name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| EngineError::new(format!("cannot run podman logs: {e}")))?;
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let s1 = sink.clone();
+    let s2 = sink.clone();
+    let t1 = std::thread::spawn(move || pump(out, Stream::Stdout, Timestamps::Off, &s1));
+    let t2 = std::thread::spawn(move || pump(err, Stream::Stderr, Timestamps::Off, &s2));
+    let _ = child.wait();
+    let _ = t1.join();
+    let _ = t2.join();
+    Ok(())
+}
+
+/// Waits until container `name` has started (or finished). Returns false if it never will: kube
+/// play ended and the container is absent or still only created (an earlier initContainer
+/// failed, or the pod was stopped).
+fn wait_started(name: &str, play: &Mutex<Child>, play_done: &AtomicBool) -> bool {
+    let mut delay = Duration::from_millis(20);
+    let mut settle: Option<Instant> = None;
+    loop {
+        match state(name).as_deref() {
+            Some("running" | "exited" | "stopped" | "stopping" | "paused") => return true,
+            _ => {}
+        }
+        if !play_done.load(Ordering::SeqCst) {
+            if let Ok(Some(_)) = play.lock().unwrap().try_wait() {
+                play_done.store(true, Ordering::SeqCst);
+            }
+        }
+        if play_done.load(Ordering::SeqCst) {
+            // kube play has returned: give the runtime a moment, then give up.
+            let t = settle.get_or_insert_with(Instant::now);
+            if t.elapsed() > Duration::from_secs(2) {
+                return false;
+            }
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// Stops the pod when a signal arrives (a thread blocked on the signal pipe).
+fn watch_signals(pipe: OwnedFd, pod: String, grace_s: u64) {
+    std::thread::spawn(move || {
+        let mut f = std::fs::File::from(pipe);
+        let mut b = [0u8; 1];
+        if f.read(&mut b).unwrap_or(0) == 1 {
+            eprintln!("stepctl: interrupted: stopping pod {pod} (grace {grace_s}s)");
+            let _ = podman()
+                .args(["pod", "stop", "-t", &grace_s.to_string(), &pod])
+                .stdout(Stdio::null())
+                .status();
+        }
+    });
+}
+
+pub fn run(
+    wf: &Workflow,
+    plan: &Plan,
+    opts: &RunOptions,
+    signal_pipe: OwnedFd,
+) -> Result<(RunResult, bool), EngineError> {
+    preflight(&opts.init_image)?;
+    let pod = format!("{}-{}", plan.name, suffix());
+    let objs = manifest::objects(
+        wf,
+        plan,
+        &BuildOptions {
+            kind: manifest::Kind::Pod,
+            restricted: opts.restricted,
+            init_image: opts.init_image.clone(),
+            name: pod.clone(),
+            // Keep finished initContainers so their logs can be read and `status` works.
+            annotations: BTreeMap::from([(
+                "io.podman.annotations.init.container.type".to_string(),
+                "always".to_string(),
+            )]),
+        },
+    )
+    .map_err(|e| EngineError {
+        message: format!("{}: {e}", wf.file),
+        code: 2,
+    })?;
+    let mut tmp = super::local::TempDir::new(&format!("stepctl-{pod}-"))
+        .map_err(|e| EngineError::new(format!("cannot create a temporary directory: {e}")))?;
+    tmp.keep = opts.keep;
+    let yaml_path = tmp.path.join("pod.yaml");
+    std::fs::write(&yaml_path, manifest::to_yaml(&objs))
+        .map_err(|e| EngineError::new(format!("cannot write the manifest: {e}")))?;
+
+    let started = Instant::now();
+    let play = podman()
+        .arg("kube")
+        .arg("play")
+        .arg(&yaml_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| EngineError::new(format!("cannot run podman kube play: {e}")))?;
+    let play = Mutex::new(play);
+    let play_done = AtomicBool::new(false);
+    watch_signals(signal_pipe, pod.clone(), opts.grace_s);
+
+    let sink = make_sink(Collector::new(Some(&plan.spec)), opts.format);
+    let mut names = vec![SETUP_NAME.to_string()];
+    names.extend(plan.containers.iter().map(|c| c.name.clone()));
+    let mut notes = Vec::new();
+    for short in &names {
+        let full = format!("{pod}-{short}");
+        if !wait_started(&full, &play, &play_done) {
+            if !signals::interrupted() {
+                notes.push(format!("container {short} never started"));
+            }
+            break;
+        }
+        follow_logs(&full, &sink)?;
+        if short == SETUP_NAME {
+            if let Some(code) = exit_code(&full) {
+                if code != 0 {
+                    notes.push(format!("the setup container failed (exit {code})"));
+                    break;
+                }
+            }
+        }
+    }
+    let wall = started.elapsed().as_millis() as u64;
+    // kube play returns once the last container started; collect its diagnostics.
+    let mut play = play.into_inner().unwrap();
+    let play_status = play.wait().ok();
+    let mut play_err = String::new();
+    if let Some(mut e) = play.stderr.take() {
+        let _ = e.read_to_string(&mut play_err);
+    }
+    if play_status.is_some_and(|s| !s.success()) && !signals::interrupted() {
+        notes.push(format!("podman kube play: {}", play_err.trim()));
+    }
+    let interrupted = signals::interrupted();
+    let mut result = {
+        let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
+        g.flush();
+        g.collector.result(&plan.name, interrupted, Some(wall))
+    };
+    result.notes.extend(notes);
+    if opts.keep {
+        eprintln!(
+            "stepctl: kept pod {pod} (manifest: {})",
+            yaml_path.display()
+        );
+    } else {
+        let o = podman()
+            .args(["kube", "down", "--force"])
+            .arg(&yaml_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output();
+        if let Ok(o) = o {
+            if !o.status.success() {
+                eprintln!(
+                    "stepctl: warning: could not remove pod {pod}: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+            }
+        }
+    }
+    Ok((result, interrupted))
+}
+
+fn exit_code(name: &str) -> Option<i32> {
+    let o = podman()
+        .args([
+            "container",
+            "inspect",
+            "--format",
+            "{{.State.ExitCode}}",
+            name,
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&o.stdout).trim().parse().ok()
+}
+
+/// Containers of an existing pod in start order, from `podman pod inspect` (setup first, then
+/// group-0, group-1, ...).
+pub fn pod_containers(pod: &str) -> Result<Vec<String>, EngineError> {
+    let o = output({
+        let mut c = podman();
+        c.args([
+            "pod",
+            "inspect",
+            "--format",
+            "{{range .Containers}}{{.Name}}\n{{end}}",
+            pod,
+        ]);
+        c
+    })?;
+    if !o.status.success() {
+        return Err(EngineError::new(format!(
+            "no pod {pod}: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )));
+    }
+    let prefix = format!("{pod}-");
+    let mut names: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+        .collect();
+    names.sort_by_key(|n| {
+        if n == SETUP_NAME {
+            -1
+        } else {
+            n.strip_prefix("group-")
+                .and_then(|x| x.parse::<i64>().ok())
+                .unwrap_or(i64::MAX)
+        }
+    });
+    Ok(names
+        .into_iter()
+        .filter(|n| n == SETUP_NAME || n.starts_with("group-"))
+        .map(|n| format!("{prefix}{n}"))
+        .collect())
+}
+
+/// `stepctl status POD` on podman: the logs of the pod's containers, decoded again.
+pub fn status(pod: &str, sink: &Arc<Mutex<Sink>>) -> Result<(), EngineError> {
+    let names = pod_containers(pod)?;
+    if names.is_empty() {
+        return Err(EngineError::new(format!(
+            "pod {pod} has no stepctl containers (setup, group-N)"
+        )));
+    }
+    for n in names {
+        if state(&n).as_deref() == Some("created") {
+            break;
+        }
+        follow_logs_once(&n, sink)?;
+    }
+    Ok(())
+}
+
+fn follow_logs_once(name: &str, sink: &Arc<Mutex<Sink>>) -> Result<(), EngineError> {
+    // Same as follow_logs: `-f` on an exited container returns at once; on a running one it
+    // follows it to its end, which is what `status` of a running pod should show.
+    follow_logs(name, sink)
+}

@@ -1,0 +1,491 @@
+//! Kubernetes manifests for a plan: a ConfigMap carrying the spec, and a Pod or a Job.
+//!
+//! Layout of the pod (every container mounts the same three volumes):
+//! - `stepinit` (emptyDir) at `/stepinit`: the init copied by setup, the shell, the state;
+//! - `stepinit-spec` (the ConfigMap) at `/stepinit-spec`, read-only: `spec.json`;
+//! - `workspace` (emptyDir) at `/data`: the directory steps share (Testkube's convention).
+//!
+//! Containers: `stepinit-setup` (init image: `/init setup /stepinit --spec ...`) and all groups
+//! but the last as initContainers, the last group as the container; group N runs
+//! `/stepinit/init run /stepinit-spec/spec.json --group N --state /stepinit/state`.
+//!
+//! The objects are small typed structs for exactly what we generate (serialized through JSON so
+//! that `spec.pod` / `spec.job` can be merged in): k8s-openapi would give every field of every
+//! type at the price of a long compile on a 2-core CI machine, for the dozen fields used here.
+
+use crate::plan::Plan;
+use crate::workflow::Workflow;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+pub const DEFAULT_INIT_IMAGE: &str = "localhost/stepinit/init:dev";
+pub const SHARED_DIR: &str = "/stepinit";
+pub const SPEC_DIR: &str = "/stepinit-spec";
+pub const WORKSPACE_DIR: &str = "/data";
+pub const SETUP_NAME: &str = "stepinit-setup";
+/// uid/gid of the setup container under `--restricted` (the init image has no USER).
+pub const RESTRICTED_UID: u32 = 65532;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    Pod,
+    Job,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub kind: Kind,
+    pub restricted: bool,
+    pub init_image: String,
+    /// Name of the Pod/Job (the ConfigMap is `NAME-spec`).
+    pub name: String,
+    /// Extra pod annotations (the podman engine keeps finished initContainers with one).
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Meta {
+    name: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigMap {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: Meta,
+    data: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Container {
+    name: String,
+    image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_pull_policy: Option<String>,
+    command: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    security_context: Option<Map<String, Value>>,
+    volume_mounts: Vec<Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PodSpec {
+    restart_policy: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    security_context: Option<Map<String, Value>>,
+    init_containers: Vec<Container>,
+    containers: Vec<Container>,
+    volumes: Vec<Value>,
+}
+
+/// Labels on everything stepctl creates.
+fn labels(workflow: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/managed-by".into(), "stepctl".into()),
+        ("stepinit.dev/workflow".into(), workflow.into()),
+    ])
+}
+
+fn err(path: &str, message: impl Into<String>) -> ManifestError {
+    ManifestError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+fn restrict(
+    sc: Option<Map<String, Value>>,
+    who: &str,
+) -> Result<Map<String, Value>, ManifestError> {
+    let mut sc = sc.unwrap_or_default();
+    if sc.get("runAsUser").and_then(Value::as_u64) == Some(0) {
+        return Err(err(
+            who,
+            "runs as root (runAsUser: 0), which --restricted cannot allow",
+        ));
+    }
+    if sc.get("privileged") == Some(&Value::Bool(true)) {
+        return Err(err(who, "is privileged, which --restricted cannot allow"));
+    }
+    sc.insert("runAsNonRoot".into(), json!(true));
+    sc.insert("allowPrivilegeEscalation".into(), json!(false));
+    let mut caps = sc
+        .get("capabilities")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    caps.insert("drop".into(), json!(["ALL"]));
+    // `restricted` only allows adding NET_BIND_SERVICE.
+    if let Some(add) = caps.get("add").and_then(Value::as_array) {
+        if add.iter().any(|c| c != "NET_BIND_SERVICE") {
+            return Err(err(
+                who,
+                "adds capabilities other than NET_BIND_SERVICE, which --restricted cannot allow",
+            ));
+        }
+    }
+    sc.insert("capabilities".into(), Value::Object(caps));
+    sc.insert("seccompProfile".into(), json!({"type": "RuntimeDefault"}));
+    Ok(sc)
+}
+
+fn mounts(extra: &[Value]) -> Vec<Value> {
+    let mut m = vec![
+        json!({"name": "stepinit", "mountPath": SHARED_DIR}),
+        json!({"name": "stepinit-spec", "mountPath": SPEC_DIR, "readOnly": true}),
+        json!({"name": "workspace", "mountPath": WORKSPACE_DIR}),
+    ];
+    m.extend(extra.iter().cloned());
+    m
+}
+
+/// The objects (ConfigMap, then Pod or Job) as JSON values.
+pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Vec<Value>, ManifestError> {
+    let spec_json = serde_json::to_string(&plan.spec).expect("spec serializes");
+    let cm_name = format!("{}-spec", o.name);
+    let cm = ConfigMap {
+        api_version: "v1",
+        kind: "ConfigMap",
+        metadata: Meta {
+            name: cm_name.clone(),
+            labels: labels(&plan.name),
+            annotations: BTreeMap::new(),
+        },
+        data: BTreeMap::from([("spec.json".to_string(), spec_json)]),
+    };
+    let mut setup_sc = wf.container.security_context.clone();
+    if o.restricted {
+        let mut sc = setup_sc.unwrap_or_default();
+        sc.entry("runAsUser").or_insert(json!(RESTRICTED_UID));
+        sc.entry("runAsGroup").or_insert(json!(RESTRICTED_UID));
+        setup_sc = Some(restrict(Some(sc), SETUP_NAME)?);
+    }
+    let setup = Container {
+        name: SETUP_NAME.into(),
+        image: o.init_image.clone(),
+        image_pull_policy: None,
+        command: vec![
+            "/init".into(),
+            "setup".into(),
+            SHARED_DIR.into(),
+            "--spec".into(),
+            format!("{SPEC_DIR}/spec.json"),
+        ],
+        resources: None,
+        security_context: setup_sc,
+        volume_mounts: mounts(&[]),
+    };
+    let mut groups = Vec::new();
+    for (i, c) in plan.containers.iter().enumerate() {
+        let mut sc = c.config.security_context.clone();
+        if o.restricted {
+            sc = Some(restrict(sc, &c.name)?);
+        }
+        groups.push(Container {
+            name: c.name.clone(),
+            image: c.image.clone(),
+            image_pull_policy: c.config.image_pull_policy.clone(),
+            command: vec![
+                format!("{SHARED_DIR}/init"),
+                "run".into(),
+                format!("{SPEC_DIR}/spec.json"),
+                "--group".into(),
+                i.to_string(),
+                "--state".into(),
+                format!("{SHARED_DIR}/state"),
+            ],
+            resources: c.config.resources.clone(),
+            security_context: sc,
+            volume_mounts: mounts(&c.config.volume_mounts),
+        });
+    }
+    let last = groups
+        .pop()
+        .ok_or_else(|| err("spec.steps", "no containers"))?;
+    let mut init_containers = vec![setup];
+    init_containers.extend(groups);
+    let pod_sc = if o.restricted {
+        Some(
+            json!({
+                "runAsNonRoot": true,
+                "seccompProfile": {"type": "RuntimeDefault"},
+                // Volumes group-owned by a gid every container has: steps of any uid share them.
+                "fsGroup": RESTRICTED_UID,
+            })
+            .as_object()
+            .unwrap()
+            .clone(),
+        )
+    } else {
+        None
+    };
+    let pod_spec = PodSpec {
+        restart_policy: "Never",
+        security_context: pod_sc,
+        init_containers,
+        containers: vec![last],
+        volumes: vec![
+            json!({"name": "stepinit", "emptyDir": {}}),
+            json!({"name": "stepinit-spec", "configMap": {"name": cm_name}}),
+            json!({"name": "workspace", "emptyDir": {}}),
+        ],
+    };
+    let mut pod_spec = serde_json::to_value(&pod_spec).expect("pod spec serializes");
+    let mut pod_meta = json!({"labels": labels(&plan.name)});
+    if !o.annotations.is_empty() {
+        pod_meta["annotations"] = json!(o.annotations);
+    }
+    if let Some(over) = &wf.pod {
+        for (k, v) in over {
+            let path = format!("spec.pod.{k}");
+            match k.as_str() {
+                "labels" | "annotations" => {
+                    string_map(v, &path)?;
+                    merge(&mut pod_meta[k.as_str()], v);
+                }
+                "containers" | "initContainers" | "restartPolicy" => {
+                    return Err(err(
+                        &path,
+                        "is generated by stepctl and cannot be overridden",
+                    ))
+                }
+                _ => merge(&mut pod_spec[k.as_str()], v),
+            }
+        }
+        if o.restricted {
+            // Overrides must not undo the restricted profile.
+            let sc = &mut pod_spec["securityContext"];
+            sc["runAsNonRoot"] = json!(true);
+            sc["seccompProfile"] = json!({"type": "RuntimeDefault"});
+        }
+    }
+    let cm = serde_json::to_value(&cm).expect("configmap serializes");
+    let obj = match o.kind {
+        Kind::Pod => {
+            let mut meta = pod_meta;
+            meta["name"] = json!(o.name);
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec})
+        }
+        Kind::Job => {
+            let mut job_meta = json!({"name": o.name, "labels": labels(&plan.name)});
+            let mut job_spec = json!({
+                // The workflow's result is the pod's: never retry the whole pod.
+                "backoffLimit": 0,
+                "template": {"metadata": pod_meta, "spec": pod_spec},
+            });
+            if let Some(over) = &wf.job {
+                for (k, v) in over {
+                    let path = format!("spec.job.{k}");
+                    match k.as_str() {
+                        "labels" | "annotations" => {
+                            string_map(v, &path)?;
+                            merge(&mut job_meta[k.as_str()], v);
+                        }
+                        "namespace" => {
+                            if !v.is_string() {
+                                return Err(err(&path, "must be a string"));
+                            }
+                            job_meta["namespace"] = v.clone();
+                        }
+                        "template" | "selector" => {
+                            return Err(err(
+                                &path,
+                                "is generated by stepctl; use spec.pod for the pod template",
+                            ))
+                        }
+                        _ => merge(&mut job_spec[k.as_str()], v),
+                    }
+                }
+            }
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": job_spec})
+        }
+    };
+    Ok(vec![cm, obj])
+}
+
+fn string_map(v: &Value, path: &str) -> Result<(), ManifestError> {
+    match v.as_object() {
+        Some(m) if m.values().all(Value::is_string) => Ok(()),
+        _ => Err(err(path, "must be a mapping of strings")),
+    }
+}
+
+/// Deep merge of an override into a generated value: mappings merge key by key; lists of named
+/// objects (volumes, tolerations with names, ...) merge by `name` (new names are appended); other
+/// lists and scalars are replaced.
+pub fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (Value::Array(b), Value::Array(o))
+            if o.iter()
+                .all(|x| x.get("name").is_some_and(Value::is_string))
+                && b.iter()
+                    .all(|x| x.get("name").is_some_and(Value::is_string)) =>
+        {
+            for item in o {
+                match b.iter_mut().find(|x| x.get("name") == item.get("name")) {
+                    Some(existing) => merge(existing, item),
+                    None => b.push(item.clone()),
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// Multi-document YAML of the objects.
+pub fn to_yaml(objects: &[Value]) -> String {
+    let mut out = String::new();
+    for (i, o) in objects.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&serde_yaml_ng::to_string(o).expect("YAML of a JSON value"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(yaml: &str, kind: Kind, restricted: bool) -> Result<Vec<Value>, ManifestError> {
+        let wf = crate::workflow::parse("t.yaml", yaml).unwrap();
+        let plan = crate::plan::plan(&wf, None).unwrap();
+        objects(
+            &wf,
+            &plan,
+            &BuildOptions {
+                kind,
+                restricted,
+                init_image: DEFAULT_INIT_IMAGE.into(),
+                name: wf.name.clone(),
+                annotations: BTreeMap::new(),
+            },
+        )
+    }
+
+    #[test]
+    fn groups_become_init_containers_and_the_last_the_container() {
+        let o = build(
+            include_str!("../tests/workflows/pure-steps.yaml"),
+            Kind::Pod,
+            false,
+        )
+        .unwrap();
+        let spec = &o[1]["spec"];
+        let inits = spec["initContainers"].as_array().unwrap();
+        assert_eq!(inits.len(), 2);
+        assert_eq!(inits[0]["name"], SETUP_NAME);
+        assert_eq!(inits[1]["name"], "group-0");
+        assert_eq!(spec["containers"][0]["name"], "group-1");
+        assert_eq!(spec["containers"][0]["command"][4], "1");
+        assert_eq!(spec["restartPolicy"], "Never");
+        let cm_spec: stepinit_protocol::Spec =
+            serde_json::from_str(o[0]["data"]["spec.json"].as_str().unwrap()).unwrap();
+        assert_eq!(cm_spec.container_count(), 2);
+    }
+
+    #[test]
+    fn workflow_security_context_reaches_every_container() {
+        let o = build(
+            include_str!("../tests/workflows/defaults-no-registry.yaml"),
+            Kind::Job,
+            false,
+        )
+        .unwrap();
+        let pod = &o[1]["spec"]["template"]["spec"];
+        for c in pod["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(pod["containers"].as_array().unwrap())
+        {
+            assert_eq!(c["securityContext"]["runAsUser"], 1001, "{}", c["name"]);
+        }
+        assert_eq!(o[1]["spec"]["backoffLimit"], 0);
+    }
+
+    #[test]
+    fn restricted_hardens_every_container_and_refuses_root() {
+        let o = build(
+            include_str!("../tests/workflows/pure-steps.yaml"),
+            Kind::Pod,
+            true,
+        )
+        .unwrap();
+        let spec = &o[1]["spec"];
+        for c in spec["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(spec["containers"].as_array().unwrap())
+        {
+            let sc = &c["securityContext"];
+            assert_eq!(sc["runAsNonRoot"], true);
+            assert_eq!(sc["allowPrivilegeEscalation"], false);
+            assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+            assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+        }
+        let e = build(
+            "kind: TestWorkflow\nmetadata: {name: t}\nspec:\n  container: {securityContext: {runAsUser: 0}}\n  steps: [{shell: a}]\n",
+            Kind::Pod,
+            true,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "stepinit-setup");
+    }
+
+    #[test]
+    fn pod_and_job_overrides_merge() {
+        let o = build(
+            "kind: TestWorkflow\nmetadata: {name: t}\nspec:\n  pod:\n    labels: {team: a}\n    serviceAccountName: runner\n    volumes: [{name: extra, emptyDir: {}}, {name: workspace, emptyDir: {medium: Memory}}]\n  job: {activeDeadlineSeconds: 60, labels: {x: y}}\n  steps: [{shell: a}]\n",
+            Kind::Job,
+            false,
+        )
+        .unwrap();
+        let job = &o[1];
+        assert_eq!(job["spec"]["activeDeadlineSeconds"], 60);
+        assert_eq!(job["metadata"]["labels"]["x"], "y");
+        let pod = &job["spec"]["template"];
+        assert_eq!(pod["metadata"]["labels"]["team"], "a");
+        assert_eq!(pod["spec"]["serviceAccountName"], "runner");
+        let vols = pod["spec"]["volumes"].as_array().unwrap();
+        assert_eq!(vols.len(), 4);
+        assert_eq!(vols[2]["emptyDir"]["medium"], "Memory");
+        let e = build(
+            "kind: TestWorkflow\nmetadata: {name: t}\nspec:\n  pod: {containers: []}\n  steps: [{shell: a}]\n",
+            Kind::Pod,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "spec.pod.containers");
+    }
+}
