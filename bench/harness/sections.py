@@ -264,11 +264,12 @@ def relay_peak(ctx, relay, producer, nbytes):
     prod = None
     if producer:
         prod = subprocess.Popen(producer, stdout=subprocess.PIPE, start_new_session=True)
-    wc = subprocess.Popen(["wc", "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          start_new_session=True)
-    rel = subprocess.Popen(relay, stdin=prod.stdout if prod else subprocess.DEVNULL,
-                           stdout=wc.stdin, stderr=subprocess.PIPE, start_new_session=True)
-    wc.stdin.close()
+    r, w = os.pipe()
+    wc = subprocess.Popen(["wc", "-c"], stdin=r, stdout=subprocess.PIPE, start_new_session=True)
+    rel = subprocess.Popen(relay, stdin=prod.stdout if prod else subprocess.DEVNULL, stdout=w,
+                           stderr=subprocess.PIPE, start_new_session=True)
+    os.close(r)
+    os.close(w)
     if prod:
         prod.stdout.close()
     try:
@@ -376,11 +377,11 @@ def criterion(ctx, s):
                 "median of criterion's samples.")
     require_tools("cargo")
     env = dict(os.environ, CRITERION_HOME=str(Path(ctx.work) / "criterion"))
-    run(["cargo", "bench", "-p", "stepinit-bench", "--bench", "protocol", "--no-run"],
-        timeout=1200, cwd=ctx.root, env=env)
+    cargo = ["cargo", "bench", "-p", "stepinit-bench", "--bench", "protocol",
+             "--profile", ctx.p["criterion_profile"]]
+    run(cargo + ["--no-run"], timeout=1200, cwd=ctx.root, env=env)
     t0 = time.monotonic()
-    run(["cargo", "bench", "-p", "stepinit-bench", "--bench", "protocol", "--", "--noplot",
-         *ctx.p["criterion_args"]], timeout=900, cwd=ctx.root, env=env)
+    run(cargo + ["--", "--noplot", *ctx.p["criterion_args"]], timeout=900, cwd=ctx.root, env=env)
     rows = []
     for bench in sorted(Path(env["CRITERION_HOME"]).glob("*/*/new/benchmark.json")):
         meta = json.loads(bench.read_text())
@@ -395,5 +396,8 @@ def criterion(ctx, s):
     order = ["escape", "encode", "decode", "spec_parse"]
     rows.sort(key=lambda r: (order.index(r[0]) if r[0] in order else 9, r[1]))
     s.table(["Group", "Benchmark", "Input bytes", "Median time", "Throughput"], rows)
-    s.notes.append(f"criterion options: `{' '.join(ctx.p['criterion_args'])}`; measuring took "
-                   f"{time.monotonic() - t0:.0f} s (build excluded).")
+    s.notes.append(f"`{' '.join(cargo[1:])} -- {' '.join(ctx.p['criterion_args'])}`; measuring "
+                   f"took {time.monotonic() - t0:.0f} s (build excluded).")
+    if ctx.p["criterion_profile"] == "dev":
+        s.notes.append("**Quick mode: dev profile (unoptimized), these throughputs are not the "
+                       "protocol's; the full run measures the release profile.**")

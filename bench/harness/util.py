@@ -158,8 +158,19 @@ def callgrind_top(path, n=10, timeout=60):
     for line in out.splitlines():
         m = re.match(r"^\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.+)$", line)
         if m and "PROGRAM TOTALS" not in m.group(3):
-            rows.append((int(m.group(1).replace(",", "")), float(m.group(2)), m.group(3).strip()))
+            rows.append((int(m.group(1).replace(",", "")), float(m.group(2)), short_fn(m.group(3))))
     return rows[:n]
+
+
+def short_fn(text):
+    """`/long/build/path/src_musl/src/malloc/free.c:__libc_free [/path/init]` -> `musl
+    src/malloc/free.c:__libc_free`: no binary suffix, build-tree prefixes cut."""
+    text = re.sub(r"\s+\[[^\]]*\]$", "", text.strip())
+    for marker, label in (("src_musl/", "musl "), ("/library/", "std "), ("/src/", "")):
+        i = text.find(marker)
+        if i >= 0 and i < text.find(":") if ":" in text else False:
+            return label + text[i + len(marker):]
+    return text
 
 
 def strace_summary(argv, workdir, tag, follow=False, n=10, timeout=120):
