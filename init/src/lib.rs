@@ -5,6 +5,7 @@
 
 pub mod machine;
 pub mod proc;
+pub mod run;
 pub mod sys;
 pub mod wrap;
 
@@ -13,6 +14,7 @@ use std::ffi::OsString;
 /// Runs the init's CLI in-process; `args` is argv without argv[0]. Returns the exit code.
 pub fn cli_main(args: Vec<OsString>) -> i32 {
     match args.first().map(|a| a.as_encoded_bytes()) {
+        Some(b"run") => run::run(&args[1..]),
         _ => wrap::run(args),
     }
 }

@@ -1,0 +1,496 @@
+//! Spec mode: `init run SPEC [--group N] [--state DIR] [--termination-log PATH]`.
+//!
+//! The driver between the pure [`Machine`] and the OS: it parses the spec, loads/saves the state,
+//! turns [`Action`]s into processes, records and files, and processes into [`Event`]s.
+
+use crate::machine::{Action, Event, Launch, Machine, State};
+use crate::proc::{self, Child, Supervisor, Wake};
+use crate::sys;
+use crate::wrap::usage_error;
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use stepinit_protocol::summary::{StepResult, Summary};
+use stepinit_protocol::Spec;
+
+/// Exit codes (see init/README.md).
+pub const EXIT_BAD_SPEC: i32 = 2;
+pub const EXIT_STATE: i32 = 3;
+
+/// Where Kubernetes reads a container's termination message.
+pub const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// The state file inside `--state DIR`.
+pub const STATE_FILE: &str = "state.json";
+
+struct Opts {
+    spec: PathBuf,
+    group: u32,
+    state: Option<PathBuf>,
+    termination_log: Option<PathBuf>,
+}
+
+fn parse(args: &[OsString]) -> Result<Opts, i32> {
+    let mut spec = None;
+    let mut o = Opts {
+        spec: PathBuf::new(),
+        group: 0,
+        state: None,
+        termination_log: None,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let s = a.to_string_lossy();
+        let (flag, inline) = match s.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(OsString::from(v))),
+            _ => (s.to_string(), None),
+        };
+        let mut value = |name: &str| -> Result<OsString, i32> {
+            match inline.clone().or_else(|| it.next().cloned()) {
+                Some(v) => Ok(v),
+                None => Err(usage_error(&format!("{name} needs a value"))),
+            }
+        };
+        match flag.as_str() {
+            "--group" => {
+                let v = value("--group")?;
+                o.group = v
+                    .to_str()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| usage_error(&format!("--group: invalid number {v:?}")))?;
+            }
+            "--state" => o.state = Some(value("--state")?.into()),
+            "--termination-log" => o.termination_log = Some(value("--termination-log")?.into()),
+            f if f.starts_with('-') && f != "-" => {
+                return Err(usage_error(&format!("unknown flag {f:?}")))
+            }
+            _ if spec.is_none() => spec = Some(PathBuf::from(a)),
+            _ => return Err(usage_error(&format!("unexpected argument {s:?}"))),
+        }
+    }
+    o.spec = spec.ok_or_else(|| usage_error("init run needs a SPEC file"))?;
+    Ok(o)
+}
+
+/// Reads and checks a spec: `init: FILE: JSON.PATH: what is wrong` on error.
+pub fn load_spec(path: &Path) -> Result<Spec, String> {
+    let name = path.display();
+    let bytes = std::fs::read(path).map_err(|e| format!("{name}: cannot read: {}", os_err(&e)))?;
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    let spec: Spec = match serde_path_to_error::deserialize(de) {
+        Ok(s) => s,
+        Err(e) => {
+            let p = e.path().to_string();
+            return Err(if p == "." || p == "?" {
+                format!("{name}: {}", e.inner())
+            } else {
+                format!("{name}: {p}: {}", e.inner())
+            });
+        }
+    };
+    spec.validate().map_err(|e| format!("{name}: {e}"))?;
+    Ok(spec)
+}
+
+fn os_err(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => sys::Errno(n).to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// The program for `shell` steps when the spec names none: /bin/sh, else the `sh` that
+/// `init setup` put beside the init.
+fn default_shell() -> String {
+    if Path::new("/bin/sh").exists() {
+        return "/bin/sh".into();
+    }
+    if let Some(dir) = init_dir() {
+        let sh = dir.join("sh");
+        if sh.exists() {
+            return sh.to_string_lossy().into_owned();
+        }
+    }
+    "/bin/sh".into()
+}
+
+/// The directory holding the running init (the shared volume when `init setup` copied it).
+fn init_dir() -> Option<PathBuf> {
+    std::fs::read_link("/proc/self/exe")
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+}
+
+pub fn run(args: &[OsString]) -> i32 {
+    let o = match parse(args) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let spec = match load_spec(&o.spec) {
+        Ok(s) => s,
+        Err(e) => {
+            sys::eprint_line(&e);
+            return EXIT_BAD_SPEC;
+        }
+    };
+    let state_file = o.state.as_ref().map(|d| d.join(STATE_FILE));
+    let state = match &state_file {
+        Some(f) => match load_state(f) {
+            Ok(s) => s,
+            Err(e) => {
+                sys::eprint_line(&e);
+                return EXIT_STATE;
+            }
+        },
+        None => None,
+    };
+    let mut m = match Machine::new(&spec, o.group, &default_shell(), state) {
+        Ok(m) => m,
+        Err(e) if e.path.starts_with("state") => {
+            sys::eprint_line(&format!(
+                "{}: {}",
+                state_file
+                    .as_deref()
+                    .unwrap_or(Path::new("state"))
+                    .display(),
+                e.message
+            ));
+            return EXIT_STATE;
+        }
+        Err(e) if e.path.starts_with("--") => {
+            return usage_error(&format!("{}: {}", e.path, e.message))
+        }
+        Err(e) => {
+            sys::eprint_line(&format!("{}: {}: {}", o.spec.display(), e.path, e.message));
+            return EXIT_BAD_SPEC;
+        }
+    };
+    let mut sup = match Supervisor::new() {
+        Ok(s) => s,
+        Err(e) => {
+            sys::eprint_line(&format!("cannot block signals: {e}"));
+            return 1;
+        }
+    };
+    sup.learn_ignored_signals();
+    sup.use_vfork();
+    let mut d = Driver {
+        sup: &mut sup,
+        state_file,
+        base_env: std::env::vars_os().collect(),
+        home_dir: init_dir().map(|d| d.join("home")),
+        child: None,
+        deadline: None,
+        stop_signal: libc::SIGTERM,
+        state_error: false,
+    };
+    let mut actions = m.start(sys::now_ms());
+    loop {
+        for a in std::mem::take(&mut actions) {
+            match a {
+                Action::Emit(r) => d.sup.emit(&r),
+                Action::Save => d.save(&m),
+                Action::Stop => {
+                    if let Some(c) = d.child.as_mut() {
+                        d.sup.stop(c, d.stop_signal);
+                    }
+                }
+                Action::Spawn(l) => {
+                    if let Err((code, reason)) = d.spawn(&l) {
+                        actions
+                            .extend(m.handle(Event::SpawnFailed { code, reason }, sys::now_ms()));
+                    }
+                }
+                Action::Exit(code) => {
+                    write_summary(&m, o.group, o.termination_log.as_deref());
+                    if d.state_error && code == 0 && !m.is_last() {
+                        // The next container could not continue from our state: say so.
+                        return EXIT_STATE;
+                    }
+                    return code;
+                }
+            }
+        }
+        if !actions.is_empty() {
+            continue;
+        }
+        let Some(c) = d.child.as_mut() else {
+            // The machine always spawns or exits; anything else is a bug we must not hang on.
+            sys::eprint_line("internal error: nothing to run and no exit");
+            return 1;
+        };
+        let ev = match d.sup.wait(c, d.deadline) {
+            Wake::Interrupt(sig) => {
+                d.stop_signal = sig;
+                Event::Abort
+            }
+            Wake::Deadline => {
+                d.deadline = None;
+                Event::Deadline
+            }
+            Wake::Gone(code) => {
+                d.child = None;
+                Event::Exited { code }
+            }
+        };
+        actions = m.handle(ev, sys::now_ms());
+    }
+}
+
+struct Driver<'a> {
+    sup: &'a mut Supervisor,
+    state_file: Option<PathBuf>,
+    base_env: Vec<(OsString, OsString)>,
+    home_dir: Option<PathBuf>,
+    child: Option<Child>,
+    deadline: Option<u64>,
+    stop_signal: i32,
+    state_error: bool,
+}
+
+impl Driver<'_> {
+    fn save(&mut self, m: &Machine) {
+        let Some(f) = &self.state_file else { return };
+        if let Err(e) = save_state(f, &m.state()) {
+            if !self.state_error {
+                sys::eprint_line(&format!("{}: cannot save state: {e}", f.display()));
+            }
+            self.state_error = true;
+        }
+    }
+
+    /// Resolves and starts one attempt; Err: (code, reason) for the step's end record.
+    fn spawn(&mut self, l: &Launch) -> Result<(), (Option<i32>, String)> {
+        let mut env = self.base_env.clone();
+        for (k, v) in &l.env {
+            set_env(&mut env, k.as_bytes(), v.as_bytes());
+        }
+        self.fix_home(&mut env, l.uid, l.gid);
+        if let Some(wd) = &l.working_dir {
+            make_working_dir(Path::new(wd), l.uid, l.gid)
+                .map_err(|e| (None, format!("cannot create working directory {wd}: {e}")))?;
+        }
+        let prog = l.argv.first().map(String::as_str).unwrap_or("");
+        let path_var = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.to_string_lossy().into_owned())
+            .unwrap_or_else(|| {
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+            });
+        let path = proc::resolve_program(prog, &path_var).map_err(|(c, r)| (Some(c), r))?;
+        let nul = |what: &str| (None, format!("{what} contains a NUL byte"));
+        let argv_c = l
+            .argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| nul("an argument"))?;
+        let env_c = env
+            .iter()
+            .map(|(k, v)| {
+                let mut b = k.as_bytes().to_vec();
+                b.push(b'=');
+                b.extend_from_slice(v.as_bytes());
+                CString::new(b)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| nul("an environment variable"))?;
+        let cwd_c = match &l.working_dir {
+            Some(w) => Some(CString::new(w.as_bytes()).map_err(|_| nul("workingDir"))?),
+            None => None,
+        };
+        let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = env_c.iter().map(|c| c.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        let launch = proc::Launch {
+            path: &path,
+            argv: &argv,
+            envp: Some(&envp),
+            cwd: cwd_c.as_deref(),
+            uid: l.uid,
+            gid: l.gid,
+            relay: true,
+        };
+        match self.sup.spawn(&launch, l.grace_ms) {
+            Ok(c) => {
+                self.child = Some(c);
+                self.deadline = l.deadline;
+                Ok(())
+            }
+            Err(e) => {
+                let (code, reason) = proc::describe_spawn_error(e, prog, l.working_dir.as_deref());
+                Err((Some(code), reason))
+            }
+        }
+    }
+
+    /// Steps whose HOME is missing or not writable (by their uid) get a writable one: under the
+    /// shared volume (`init setup` prepares DIR/home), else under /tmp.
+    fn fix_home(&self, env: &mut Vec<(OsString, OsString)>, uid: Option<u32>, gid: Option<u32>) {
+        let uid = uid.unwrap_or_else(|| unsafe { libc::geteuid() });
+        let gid = gid.unwrap_or_else(|| unsafe { libc::getegid() });
+        let home = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "HOME")
+            .map(|(_, v)| v.clone());
+        if let Some(h) = &home {
+            if writable_by(Path::new(h), uid, gid) {
+                return;
+            }
+        }
+        for base in self
+            .home_dir
+            .iter()
+            .map(PathBuf::as_path)
+            .chain([Path::new("/tmp")])
+        {
+            let dir = base.join(uid.to_string());
+            if ensure_private_dir(&dir, uid, gid) {
+                set_env(env, b"HOME", dir.as_os_str().as_bytes());
+                return;
+            }
+        }
+    }
+}
+
+fn set_env(env: &mut Vec<(OsString, OsString)>, k: &[u8], v: &[u8]) {
+    let v = OsString::from_vec(v.to_vec());
+    match env.iter_mut().find(|(key, _)| key.as_bytes() == k) {
+        Some(e) => e.1 = v,
+        None => env.push((OsString::from_vec(k.to_vec()), v)),
+    }
+}
+
+fn stat(p: &Path) -> Option<libc::stat> {
+    let c = CString::new(p.as_os_str().as_bytes()).ok()?;
+    // SAFETY: valid path and out-pointer.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        (libc::stat(c.as_ptr(), &mut st) == 0).then_some(st)
+    }
+}
+
+/// Whether `uid:gid` may create files in directory `p` (by its mode bits; root always may).
+fn writable_by(p: &Path, uid: u32, gid: u32) -> bool {
+    let Some(st) = stat(p) else { return false };
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return false;
+    }
+    let m = st.st_mode;
+    uid == 0
+        || (st.st_uid == uid && m & 0o300 == 0o300)
+        || (st.st_uid != uid && st.st_gid == gid && m & 0o030 == 0o030)
+        || (st.st_uid != uid && st.st_gid != gid && m & 0o003 == 0o003)
+}
+
+/// Creates `dir` (mode 0700, owned by uid:gid when we are root) unless it is already usable.
+fn ensure_private_dir(dir: &Path, uid: u32, gid: u32) -> bool {
+    // Never a symlink someone planted (under /tmp, say): only a real directory will do.
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir()) {
+        return false;
+    }
+    if writable_by(dir, uid, gid) {
+        return true;
+    }
+    let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: valid path.
+    unsafe {
+        if libc::mkdir(c.as_ptr(), 0o700) != 0 && sys::Errno::last().0 != libc::EEXIST {
+            return false;
+        }
+        if libc::geteuid() == 0 {
+            libc::lchown(c.as_ptr(), uid, gid);
+        }
+    }
+    writable_by(dir, uid, gid)
+}
+
+/// Creates a working directory with its parents; new directories belong to the step's uid/gid
+/// when the init is root and the step runs as someone else.
+fn make_working_dir(dir: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<(), String> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut p = dir;
+    while !p.as_os_str().is_empty() && !p.exists() {
+        missing.push(p.to_path_buf());
+        match p.parent() {
+            Some(q) => p = q,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| os_err(&e))?;
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 && (uid.is_some() || gid.is_some()) {
+        for m in missing {
+            let _ = std::os::unix::fs::lchown(&m, uid, gid);
+        }
+    }
+    Ok(())
+}
+
+fn load_state(f: &Path) -> Result<Option<State>, String> {
+    let bytes = match std::fs::read(f) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(format!(
+                "{}: cannot read state: {}",
+                f.display(),
+                os_err(&e)
+            ))
+        }
+    };
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(de)
+        .map(Some)
+        .map_err(|e| format!("{}: {}: {}", f.display(), e.path(), e.inner()))
+}
+
+/// Writes the state to a temporary file in the same directory and renames it over the old one:
+/// a reader sees the old state or the new, never a torn file. No fsync: the state only has to
+/// survive the death of this init (a process crash, OOM kill), not of the node; the kernel's page
+/// cache is shared by every container of the pod, and a rebooted node restarts the pod anyway.
+fn save_state(f: &Path, s: &State) -> Result<(), String> {
+    let json = serde_json::to_vec(s).map_err(|e| e.to_string())?;
+    let tmp = f.with_extension(format!("tmp.{}", sys::getpid()));
+    std::fs::write(&tmp, &json).map_err(|e| os_err(&e))?;
+    std::fs::rename(&tmp, f).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        os_err(&e)
+    })
+}
+
+fn write_summary(m: &Machine, group: u32, path: Option<&Path>) {
+    let (path, explicit) = match path {
+        Some(p) => (p, true),
+        None => (Path::new(DEFAULT_TERMINATION_LOG), false),
+    };
+    // Outside Kubernetes the default file is absent: nothing to do, nothing to say.
+    if !explicit && !path.exists() {
+        return;
+    }
+    let steps = m
+        .reported()
+        .map(|(id, status, code)| StepResult {
+            id: id.to_string(),
+            status,
+            code,
+        })
+        .collect();
+    let s = Summary::new(group, m.is_last(), m.workflow_status(), steps);
+    if let Err(e) = std::fs::write(path, s.encode()) {
+        sys::eprint_line(&format!(
+            "{}: cannot write summary: {}",
+            path.display(),
+            os_err(&e)
+        ));
+    }
+}
