@@ -20,8 +20,22 @@ pub const EXIT_STATE: i32 = 3;
 /// Where Kubernetes reads a container's termination message.
 pub const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
 
-/// The state file inside `--state DIR`.
-pub const STATE_FILE: &str = "state.json";
+/// The state file container N writes inside `--state DIR`: `state.N.json`. Each container
+/// writes its own file and reads the newest one before it (a container's init may run as
+/// another uid than the previous one; in a sticky shared directory it could not replace a file
+/// it does not own, and it never needs to).
+pub fn state_file(dir: &Path, group: u32) -> PathBuf {
+    dir.join(format!("state.{group}.json"))
+}
+
+/// The state to continue from: our own file (an init container restarted) or the newest one of
+/// an earlier container (one that never saved, because it was killed early, is skipped).
+fn find_state(dir: &Path, group: u32) -> Option<PathBuf> {
+    (0..=group)
+        .rev()
+        .map(|g| state_file(dir, g))
+        .find(|f| f.exists())
+}
 
 struct Opts {
     spec: PathBuf,
@@ -133,8 +147,19 @@ pub fn run(args: &[OsString]) -> i32 {
             return EXIT_BAD_SPEC;
         }
     };
-    let state_file = o.state.as_ref().map(|d| d.join(STATE_FILE));
-    let state = match &state_file {
+    if let Some(d) = &o.state {
+        if let Err(e) = std::fs::create_dir_all(d) {
+            sys::eprint_line(&format!(
+                "{}: cannot create state directory: {}",
+                d.display(),
+                os_err(&e)
+            ));
+            return EXIT_STATE;
+        }
+    }
+    let state_file = o.state.as_ref().map(|d| state_file(d, o.group));
+    let loaded = o.state.as_ref().and_then(|d| find_state(d, o.group));
+    let state = match &loaded {
         Some(f) => match load_state(f) {
             Ok(s) => s,
             Err(e) => {
@@ -149,10 +174,7 @@ pub fn run(args: &[OsString]) -> i32 {
         Err(e) if e.path.starts_with("state") => {
             sys::eprint_line(&format!(
                 "{}: {}",
-                state_file
-                    .as_deref()
-                    .unwrap_or(Path::new("state"))
-                    .display(),
+                loaded.as_deref().unwrap_or(Path::new("state")).display(),
                 e.message
             ));
             return EXIT_STATE;
