@@ -334,14 +334,29 @@ fn a_failure_in_one_container_drives_conditions_in_the_next_ones() {
     );
 }
 
-/// Waits until `container`'s logs hold a start record for `step_id`.
-fn wait_for_start(container: &str, step_id: &str) {
+/// Waits until the logs of the pod's container `short` hold a start record for `step_id`;
+/// fails fast (with the pod's logs) when a container of the pod has already failed.
+fn wait_for_start(pod: &Pod, short: &str, step_id: &str) {
+    let container = pod.ctr(short);
     wait_until(
         &format!("step {step_id} to start in {container}"),
         Duration::from_secs(60),
         || {
-            let o = podman(["logs", container]);
-            o.status.success() && Logs::decode(&o.stdout, &o.stderr).started(step_id)
+            let o = podman(["logs", &container]);
+            if o.status.success() && Logs::decode(&o.stdout, &o.stderr).started(step_id) {
+                return true;
+            }
+            for c in &pod.containers {
+                let st = inspect(c);
+                if st.status == "exited" && (st.exit_code != 0 || *c == container) {
+                    panic!(
+                        "{c} exited ({}) before step {step_id} started\n{}",
+                        st.exit_code,
+                        pod.debug()
+                    );
+                }
+            }
+            false
         },
     );
 }
@@ -370,7 +385,7 @@ fn a_sigkilled_init_mid_step_is_reported_aborted_by_the_next_container() {
     let pod = Pod::new("sigkill", &spec, &inits, &last);
     let play = pod.play_spawn();
     let root = pod.ctr("root");
-    wait_for_start(&root, "killed");
+    wait_for_start(&pod, "root", "killed");
     // The OOM killer or node pressure: SIGKILL to the init (PID 1 of the container).
     podman_ok(["kill", "-s", "KILL", &root]);
     let o = wait_output(play, LIMIT, "podman kube play");
@@ -480,7 +495,7 @@ fn pod_stop_aborts_the_running_step_with_its_grace_and_the_init_exits_130() {
     let o = pod.play(LIMIT);
     assert!(o.status.success(), "{}", pod.debug());
     let last = pod.ctr("scratch");
-    wait_for_start(&last, "stubborn");
+    wait_for_start(&pod, "scratch", "stubborn");
     wait_until("ready", Duration::from_secs(30), || {
         container_logs(&last).stdout_str().contains("ready")
     });
@@ -534,7 +549,7 @@ fn stopping_a_running_init_container_aborts_and_later_containers_skip_promptly()
     let pod = Pod::new("ctrstop", &spec, &inits, &last);
     let play = pod.play_spawn();
     let root = pod.ctr("root");
-    wait_for_start(&root, "running");
+    wait_for_start(&pod, "root", "running");
     let t = Instant::now();
     // What the kubelet does to a running initContainer when the pod is deleted.
     podman_ok(["stop", "-t", "30", &root]);
