@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from . import util
 from .report import Target
 from .util import (
     Failed,
@@ -134,6 +135,9 @@ def wrap(ctx, s):
     instr, files = {}, {}
     for name, prefix in rows:
         instr[name], files[name] = callgrind(prefix + ["/bin/true"], ctx.work, name.replace(" ", "_"))
+    if util.CALLGRIND_WARNINGS:
+        s.notes.append("valgrind warnings (the counts may not be representative): "
+                       + "; ".join(util.CALLGRIND_WARNINGS))
     bare, tini_t, tini_i = t["bare"]["median"], t["tini-static"]["median"], instr["tini-static"]
     s.table(["Wrapper", "Command", "Wall median", "Over bare", "vs tini-static",
              "Instructions (parent)", "vs tini-static"],
@@ -181,6 +185,11 @@ def steps(ctx, s):
     s.table(["Between", "init: marginal per step", "sh: marginal per step"],
             [(f"{a} → {b}", us((t_init[b] - t_init[a]) / (b - a)), us((t_sh[b] - t_sh[a]) / (b - a)))
              for a, b in zip(counts, counts[1:])])
+    for name, t in (("init run", t_init), ("sh -c", t_sh)):
+        a, b = linear_fit(counts, [t[n] for n in counts])
+        worst = max(abs(t[n] - (a + b * n)) for n in counts)
+        s.notes.append(f"`{name}`: least-squares fit t ≈ {ms(a)} + N × {us(b)}; every measured "
+                       f"point lies within {ms(worst)} of that line.")
     if 100 in counts:
         r = t_init[100] / t_sh[100]
         target = Target("100 steps of `/bin/true`: `init run` vs `sh -c`", "<= 1.5x sh -c",
@@ -192,6 +201,13 @@ def steps(ctx, s):
         s.targets.append(target)
     else:
         s.notes.append("The 100-step target is checked only when N = 100 is measured.")
+
+
+def linear_fit(xs, ys):
+    """Least-squares (intercept, slope) of ys against xs."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - slope * mx, slope
 
 
 # ---------------------------------------------------------------------------------------------

@@ -118,6 +118,9 @@ def explain_failure(commands, shell, timeout):
             raise Failed(f"{name}: exit {p.returncode}: {fmt_cmd(c)}: {tail}")
 
 
+CALLGRIND_WARNINGS = []
+
+
 def callgrind(argv, workdir, tag, timeout=120):
     """Counts user-space instructions (Ir) of the process `argv` starts, parent only.
 
@@ -139,6 +142,10 @@ def callgrind(argv, workdir, tag, timeout=120):
     f = d / f"cg.{p.pid}"
     if not f.exists():
         raise Failed(f"callgrind wrote no profile for pid {p.pid}: {fmt_cmd(cmd)}")
+    # A syscall valgrind does not know makes the guest take another path: say so.
+    for line in err.splitlines():
+        if "unhandled" in line.lower() or "warning" in line.lower():
+            CALLGRIND_WARNINGS.append(f"{fmt_cmd(argv, 80)}: {line.split('== ', 1)[-1].strip()}")
     return callgrind_total(f), f
 
 
