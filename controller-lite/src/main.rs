@@ -242,6 +242,7 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
                     init_image,
                     name: wf.name.clone(),
                     annotations: Default::default(),
+                    unique_volumes: false,
                 },
             )
             .map_err(|e| usage(format!("{}: {e}", wf.file)))?;

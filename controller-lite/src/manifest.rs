@@ -42,6 +42,9 @@ pub struct BuildOptions {
     pub name: String,
     /// Extra pod annotations (the podman engine keeps finished initContainers with one).
     pub annotations: BTreeMap<String, String>,
+    /// Prefix the volume names with the pod name. Podman 4.3 turns emptyDir volumes into named
+    /// volumes shared by every pod using the name; a per-pod name keeps runs apart.
+    pub unique_volumes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,11 +155,25 @@ fn restrict(
     Ok(sc)
 }
 
-fn mounts(extra: &[Value]) -> Vec<Value> {
+/// Names of the three volumes: stepinit, stepinit-spec, workspace.
+fn volume_names(o: &BuildOptions) -> [String; 3] {
+    let p = if o.unique_volumes {
+        format!("{}-", o.name)
+    } else {
+        String::new()
+    };
+    [
+        format!("{p}stepinit"),
+        format!("{p}stepinit-spec"),
+        format!("{p}workspace"),
+    ]
+}
+
+fn mounts(v: &[String; 3], extra: &[Value]) -> Vec<Value> {
     let mut m = vec![
-        json!({"name": "stepinit", "mountPath": SHARED_DIR}),
-        json!({"name": "stepinit-spec", "mountPath": SPEC_DIR, "readOnly": true}),
-        json!({"name": "workspace", "mountPath": WORKSPACE_DIR}),
+        json!({"name": v[0], "mountPath": SHARED_DIR}),
+        json!({"name": v[1], "mountPath": SPEC_DIR, "readOnly": true}),
+        json!({"name": v[2], "mountPath": WORKSPACE_DIR}),
     ];
     m.extend(extra.iter().cloned());
     m
@@ -165,6 +182,7 @@ fn mounts(extra: &[Value]) -> Vec<Value> {
 /// The objects (ConfigMap, then Pod or Job) as JSON values.
 pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Vec<Value>, ManifestError> {
     let spec_json = serde_json::to_string(&plan.spec).expect("spec serializes");
+    let vols = volume_names(o);
     let cm_name = format!("{}-spec", o.name);
     let cm = ConfigMap {
         api_version: "v1",
@@ -196,7 +214,7 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Vec<Value
         ],
         resources: None,
         security_context: setup_sc,
-        volume_mounts: mounts(&[]),
+        volume_mounts: mounts(&vols, &[]),
     };
     let mut groups = Vec::new();
     for (i, c) in plan.containers.iter().enumerate() {
@@ -219,7 +237,7 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Vec<Value
             ],
             resources: c.config.resources.clone(),
             security_context: sc,
-            volume_mounts: mounts(&c.config.volume_mounts),
+            volume_mounts: mounts(&vols, &c.config.volume_mounts),
         });
     }
     let last = groups
@@ -248,9 +266,9 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Vec<Value
         init_containers,
         containers: vec![last],
         volumes: vec![
-            json!({"name": "stepinit", "emptyDir": {}}),
-            json!({"name": "stepinit-spec", "configMap": {"name": cm_name}}),
-            json!({"name": "workspace", "emptyDir": {}}),
+            json!({"name": vols[0], "emptyDir": {}}),
+            json!({"name": vols[1], "configMap": {"name": cm_name}}),
+            json!({"name": vols[2], "emptyDir": {}}),
         ],
     };
     let mut pod_spec = serde_json::to_value(&pod_spec).expect("pod spec serializes");
@@ -388,6 +406,7 @@ mod tests {
                 init_image: DEFAULT_INIT_IMAGE.into(),
                 name: wf.name.clone(),
                 annotations: BTreeMap::new(),
+                unique_volumes: false,
             },
         )
     }

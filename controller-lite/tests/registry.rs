@@ -115,7 +115,20 @@ struct Registry {
 
 impl Registry {
     fn start(storage: &Path, auth: Auth) -> Registry {
+        Registry::start_tls(storage, auth, None)
+    }
+
+    /// With `tls = Some((certificate, key))` the registry speaks HTTPS only.
+    fn start_tls(storage: &Path, auth: Auth, tls: Option<(&Path, &Path)>) -> Registry {
         let dir = tmpdir("registry");
+        let tls_yaml = match tls {
+            None => String::new(),
+            Some((cert, key)) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+        };
         let auth_yaml = match &auth {
             Auth::None => String::new(),
             Auth::Htpasswd(p) => format!(
@@ -139,7 +152,7 @@ impl Registry {
             std::fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n  secret: stepctl-test-secret\n{auth_yaml}",
+                    "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n  secret: stepctl-test-secret\n{tls_yaml}{auth_yaml}",
                     storage.display()
                 ),
             )
@@ -181,9 +194,9 @@ impl Registry {
                 let _ = write!(s, "GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr);
                 let mut resp = String::new();
                 let _ = s.read_to_string(&mut resp);
-                if resp
-                    .to_ascii_lowercase()
-                    .contains("docker-distribution-api-version: registry/2.0")
+                let resp = resp.to_ascii_lowercase();
+                if resp.contains("docker-distribution-api-version: registry/2.0")
+                    || resp.contains("client sent an http request to an https server")
                 {
                     return true;
                 }
@@ -195,6 +208,19 @@ impl Registry {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Occurrences of `needle` in the access log once there are at least `min` (the log line
+    /// may be written just after the response), or after 2 s.
+    fn wait_log_count(&self, needle: &str, min: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let n = self.log().matches(needle).count();
+            if n >= min || Instant::now() > deadline {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -364,8 +390,8 @@ fn client(cache: Option<&Path>, auth_file: Option<&Path>) -> RegistryClient {
     RegistryClient::new(RegistryOptions {
         auth_files: auth_file.into_iter().map(Path::to_path_buf).collect(),
         cache_dir: cache.map(Path::to_path_buf),
-        insecure_hosts: vec![],
         timeout: Duration::from_secs(10),
+        ..Default::default()
     })
     .unwrap()
 }
@@ -538,13 +564,25 @@ fn digest_pinned_lookup_is_served_from_cache_with_the_registry_stopped() {
     let want_tagged = first.config(&tagged, &platform("linux/amd64")).unwrap();
     assert_eq!(want_tagged, amd64_expected(&f.amd64));
 
-    // A tag costs exactly one HEAD when its digest is cached.
+    // A tag costs exactly one HEAD when its digest is cached (plus, once per client, the
+    // TLS attempt that finds this loopback registry speaks plain HTTP).
+    let head = "\"HEAD /v2/team/app/manifests/amd64 ";
+    let gets = "\"GET /v2/team/app/";
+    let heads_before = reg.wait_log_count(head, 1);
+    let gets_before = reg.wait_log_count(gets, 3);
     let second = client(Some(&cache), None);
     assert_eq!(
         second.config(&tagged, &platform("linux/amd64")).unwrap(),
         want_tagged
     );
-    assert_eq!(second.network_requests(), 1);
+    assert_eq!(second.network_requests(), 2, "TLS probe + HEAD");
+    assert_eq!(reg.wait_log_count(head, heads_before + 1), heads_before + 1);
+    assert_eq!(
+        reg.log().matches(gets).count(),
+        gets_before,
+        "{}",
+        reg.log()
+    );
 
     drop(reg); // the registry is gone now
     let offline = client(Some(&cache), None);
@@ -1044,6 +1082,103 @@ fn bearer_token_signed_by_an_untrusted_key_is_refused_by_the_registry() {
     let mut parts = vec![image.as_str(), "401 Unauthorized with an anonymous token"];
     parts.extend_from_slice(FIELDS);
     assert_one_line_with(&err, &parts);
+}
+
+// ---------------------------------------------------------------- tests: TLS
+
+/// A CA and a server certificate for 127.0.0.1 signed by it.
+fn make_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (ca_key, ca) = (dir.join("ca.key"), dir.join("ca.pem"));
+    let (key, csr, cert) = (
+        dir.join("tls.key"),
+        dir.join("tls.csr"),
+        dir.join("tls.pem"),
+    );
+    let ext = dir.join("ext.cnf");
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
+    )
+    .unwrap();
+    run(tool("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=stepctl-test-ca", "-keyout"])
+        .arg(&ca_key)
+        .arg("-out")
+        .arg(&ca));
+    run(tool("openssl")
+        .args([
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr));
+    run(tool("openssl")
+        .args(["x509", "-req", "-days", "2", "-in"])
+        .arg(&csr)
+        .arg("-CA")
+        .arg(&ca)
+        .arg("-CAkey")
+        .arg(&ca_key)
+        .arg("-CAcreateserial")
+        .arg("-extfile")
+        .arg(&ext)
+        .arg("-out")
+        .arg(&cert));
+    (ca, cert, key)
+}
+
+#[test]
+fn https_registry_with_a_private_ca() {
+    let f = fixture();
+    let dir = tmpdir("tls");
+    let (ca, cert, key) = make_tls(&dir);
+    let reg = Registry::start_tls(&f.storage, Auth::None, Some((&cert, &key)));
+    let image = format!("{}/team/app:multi", reg.addr);
+
+    // The registry speaks only HTTPS: success means TLS verified against the given CA.
+    let c = RegistryClient::new(RegistryOptions {
+        ca_files: vec![ca.clone()],
+        ..Default::default()
+    })
+    .unwrap();
+    let got = c.config(&image, &platform("linux/arm64")).unwrap();
+    assert_eq!(got.cmd, ["echo arm64"]);
+    assert_eq!(got.digest, f.multi);
+
+    // Without the CA the certificate is refused, and that is not "fall back to plain HTTP".
+    let err = client(None, None)
+        .config(&image, &platform("linux/amd64"))
+        .unwrap_err();
+    assert!(matches!(err, ImageError::Unreachable { .. }), "{err}");
+    let mut parts = vec![
+        image.as_str(),
+        "cannot reach registry",
+        "TLS",
+        "certificate",
+    ];
+    parts.extend_from_slice(FIELDS);
+    assert_one_line_with(&err, &parts);
+    assert!(!reg.log().contains("\"GET /v2/team/app/"), "{}", reg.log());
+
+    // A CA file without certificates is a configuration error, named.
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let err = RegistryClient::new(RegistryOptions {
+        ca_files: vec![empty],
+        ..Default::default()
+    })
+    .err()
+    .expect("a CA file without certificates must be refused");
+    assert_one_line_with(&err, &["empty.pem", "no PEM certificate"]);
 }
 
 // ---------------------------------------------------------------- tests: podman

@@ -138,6 +138,7 @@ pub fn run(
             init_image: opts.init_image.clone(),
             name: job.clone(),
             annotations: BTreeMap::new(),
+            unique_volumes: false,
         },
     )
     .map_err(|e| EngineError {

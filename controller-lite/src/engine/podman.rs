@@ -170,6 +170,7 @@ pub fn run(
                 "io.podman.annotations.init.container.type".to_string(),
                 "always".to_string(),
             )]),
+            unique_volumes: true,
         },
     )
     .map_err(|e| EngineError {
@@ -241,23 +242,34 @@ pub fn run(
             "stepctl: kept pod {pod} (manifest: {})",
             yaml_path.display()
         );
-    } else {
-        let o = podman()
-            .args(["kube", "down", "--force"])
-            .arg(&yaml_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output();
-        if let Ok(o) = o {
-            if !o.status.success() {
-                eprintln!(
-                    "stepctl: warning: could not remove pod {pod}: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-            }
-        }
+    } else if let Err(e) = remove(&pod) {
+        eprintln!("stepctl: warning: could not remove pod {pod}: {e}");
     }
     Ok((result, interrupted))
+}
+
+/// Removes the pod and the volumes it was given (`podman kube down` of podman 4.3 leaves
+/// volumes behind).
+pub fn remove(pod: &str) -> Result<(), String> {
+    let o = podman()
+        .args(["pod", "rm", "-f", pod])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
+    }
+    let vols: Vec<String> = ["stepinit", "stepinit-spec", "workspace"]
+        .iter()
+        .map(|v| format!("{pod}-{v}"))
+        .chain(std::iter::once(format!("{pod}-spec")))
+        .collect();
+    let _ = podman()
+        .args(["volume", "rm", "-f"])
+        .args(&vols)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    Ok(())
 }
 
 fn exit_code(name: &str) -> Option<i32> {
