@@ -143,7 +143,8 @@ def logs_tail(pm, c):
 def check_done(pm, c, variant):
     """The last container's log must end with a passed `done` record marked last."""
     out = pm("logs", c, timeout=30).stdout
-    dones = [json.loads(line[1:]) for line in out.splitlines()
+    # split("\n"), not splitlines(): str.splitlines() also splits at 0x1E, the marker.
+    dones = [json.loads(line[1:]) for line in out.split("\n")
              if line.startswith(chr(MARKER) + "{") and '"t":"done"' in line]
     if not dones or dones[-1].get("status") != "passed" or not dones[-1].get("last"):
         raise Failed(f"{variant} pod: no passed final done record in {c}'s log: {dones[-1:]}")
