@@ -6,6 +6,7 @@
 pub mod machine;
 pub mod proc;
 pub mod run;
+pub mod setup;
 pub mod sys;
 pub mod wrap;
 
@@ -15,6 +16,7 @@ use std::ffi::OsString;
 pub fn cli_main(args: Vec<OsString>) -> i32 {
     match args.first().map(|a| a.as_encoded_bytes()) {
         Some(b"run") => run::run(&args[1..]),
+        Some(b"setup") => setup::run(&args[1..]),
         _ => wrap::run(args),
     }
 }
