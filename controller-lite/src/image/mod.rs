@@ -33,16 +33,22 @@
 //!   `$XDG_RUNTIME_DIR/containers/auth.json`, `$DOCKER_CONFIG/config.json` and
 //!   `~/.docker/config.json` (first file with an entry for the host wins). Credential helpers
 //!   (`credsStore`, `credHelpers`) and identity tokens are not supported.
-//! - plain HTTP: only for loopback registries (`localhost`, `127.0.0.0/8`, `[::1]`) and for
-//!   hosts listed in `$STEPCTL_INSECURE_REGISTRIES` (comma separated `host[:port]`).
-//!   Everything else is HTTPS with the webpki root certificates.
+//! - HTTPS, verified against the system CA bundle (`$SSL_CERT_FILE`, else the usual
+//!   distribution paths; the bundled Mozilla roots when there is none) plus the PEM files in
+//!   `$STEPCTL_REGISTRY_CA_FILES` (`:`-separated), for registries with a private CA.
+//! - plain HTTP: only for loopback registries (`localhost`, `127.0.0.0/8`, `[::1]`) and hosts
+//!   listed in `$STEPCTL_INSECURE_REGISTRIES` (comma separated `host[:port]`), and like docker
+//!   only after HTTPS found the server not speaking TLS at all (a TLS server with an untrusted
+//!   certificate stays an error). The choice is remembered per client.
 //! - cache: `$STEPCTL_IMAGE_CACHE` overrides the directory.
 //!
 //! Why `ureq` (with rustls, without gzip): the controller is synchronous and makes a handful
 //! of requests per workflow; an async stack (tokio + hyper + reqwest) would add a runtime
 //! and several times the compile time on a 2-core CI machine for no gain. `ureq` is blocking,
-//! pure Rust, and with rustls needs no system OpenSSL, so the binary stays self-contained.
-//! `sha2` verifies digests; `base64` encodes basic credentials and decodes auth files.
+//! small, and with rustls needs no system OpenSSL, so the binary stays self-contained.
+//! `sha2` verifies digests; `base64` encodes basic credentials and decodes auth files;
+//! `rustls` (already under `ureq`, no extra code) is named only to tell a plain-HTTP answer
+//! to a TLS handshake from a certificate error.
 //!
 //! Every error is one line ([`ImageError`]'s `Display`). When the metadata can't be had (the
 //! registry can't be reached, refuses access, or the image is not local), the message names

@@ -34,14 +34,80 @@ const MAX_SMALL: u64 = 1 << 20;
 /// How a [`RegistryClient`] finds credentials, caches, and which hosts speak plain HTTP.
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
+    /// Extra PEM files of CA certificates trusted for HTTPS, on top of the system's bundle.
+    pub ca_files: Vec<PathBuf>,
     /// Docker-style auth files, in lookup order; missing ones are skipped.
     pub auth_files: Vec<PathBuf>,
     /// Directory of the config cache; `None` disables it.
     pub cache_dir: Option<PathBuf>,
-    /// Hosts (`host` or `host:port`) reached over plain HTTP, besides loopback ones.
+    /// Hosts (`host` or `host:port`) that may be reached over plain HTTP, besides loopback
+    /// ones. Like docker, HTTPS is tried first and plain HTTP is used when the host does not
+    /// speak TLS at all; a TLS host with a bad certificate stays an error.
     pub insecure_hosts: Vec<String>,
     /// Timeout of each HTTP request (connect, send, receive).
     pub timeout: Duration,
+}
+
+impl Default for RegistryOptions {
+    /// No auth files, no cache, no extra CAs or insecure hosts, 30 s timeout.
+    fn default() -> Self {
+        RegistryOptions {
+            ca_files: Vec::new(),
+            auth_files: Vec::new(),
+            cache_dir: None,
+            insecure_hosts: Vec::new(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// System CA bundles, first existing wins (Debian/Ubuntu, Fedora/RHEL, Alpine/others).
+const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// The trust roots: `$SSL_CERT_FILE` or the system bundle, plus `extra`; the bundled
+/// Mozilla roots when neither exists.
+fn root_certs(extra: &[PathBuf]) -> Result<ureq::tls::RootCerts, String> {
+    let system = std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(SYSTEM_CA_BUNDLES.iter().map(PathBuf::from))
+        .find(|p| p.is_file());
+    let mut certs = Vec::new();
+    for (path, required) in system
+        .iter()
+        .map(|p| (p, false))
+        .chain(extra.iter().map(|p| (p, true)))
+    {
+        let pem = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if !required => {
+                let _ = e;
+                continue;
+            }
+            Err(e) => return Err(format!("cannot read CA file {}: {e}", path.display())),
+        };
+        let before = certs.len();
+        for item in ureq::tls::parse_pem(&pem) {
+            if let Ok(ureq::tls::PemItem::Certificate(c)) = item {
+                certs.push(c);
+            }
+        }
+        if required && certs.len() == before {
+            return Err(format!(
+                "CA file {} contains no PEM certificate",
+                path.display()
+            ));
+        }
+    }
+    Ok(if certs.is_empty() {
+        ureq::tls::RootCerts::WebPki
+    } else {
+        ureq::tls::RootCerts::new_with_certs(&certs)
+    })
 }
 
 impl RegistryOptions {
@@ -87,7 +153,15 @@ impl RegistryOptions {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect();
+        let ca_files = std::env::var_os("STEPCTL_REGISTRY_CA_FILES")
+            .map(|v| {
+                std::env::split_paths(&v)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
         RegistryOptions {
+            ca_files,
             auth_files,
             cache_dir,
             insecure_hosts,
@@ -104,6 +178,8 @@ pub struct RegistryClient {
     insecure: Vec<String>,
     /// `Authorization` values that worked, per (API host, repository).
     auth: Mutex<HashMap<(String, String), String>>,
+    /// Insecure hosts found not to speak TLS: reached over plain HTTP from then on.
+    plain_http: Mutex<std::collections::HashSet<String>>,
     requests: AtomicU64,
 }
 
@@ -257,7 +333,12 @@ impl RegistryClient {
                 image: "(any)".into(),
                 detail,
             })?;
+        let roots = root_certs(&options.ca_files).map_err(|detail| ImageError::Registry {
+            image: "(any)".into(),
+            detail,
+        })?;
         let config = ureq::Agent::config_builder()
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
             .http_status_as_error(false)
             .timeout_global(Some(options.timeout))
             .timeout_connect(Some(options.timeout.min(Duration::from_secs(10))))
@@ -275,6 +356,7 @@ impl RegistryClient {
                 .map(|h| h.trim().to_ascii_lowercase())
                 .collect(),
             auth: Mutex::new(HashMap::new()),
+            plain_http: Mutex::new(Default::default()),
             requests: AtomicU64::new(0),
         })
     }
@@ -533,11 +615,12 @@ impl RegistryClient {
 
     fn url(&self, r: &Reference, path: &str) -> String {
         let host = r.api_host();
-        let scheme = if self.is_insecure(host) {
-            "http"
-        } else {
-            "https"
-        };
+        let plain = self
+            .plain_http
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&host.to_ascii_lowercase());
+        let scheme = if plain { "http" } else { "https" };
         format!("{scheme}://{host}/v2/{}/{path}", r.repository)
     }
 
@@ -549,6 +632,35 @@ impl RegistryClient {
         accept: Option<&str>,
         authorization: Option<&str>,
     ) -> Result<Response<Body>, ImageError> {
+        match self.send_once(method, url, accept, authorization) {
+            Err(e) if speaks_no_tls(&e) => {
+                // An insecure registry API host answering TLS with plain HTTP: use HTTP.
+                let host = l.r.api_host();
+                let https = format!("https://{host}/");
+                match url.strip_prefix(&https) {
+                    Some(rest) if self.is_insecure(host) => {
+                        self.plain_http
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(host.to_ascii_lowercase());
+                        let plain = format!("http://{host}/{rest}");
+                        self.send_once(method, &plain, accept, authorization)
+                            .map_err(|e| l.unreachable(describe(&e)))
+                    }
+                    _ => Err(l.unreachable(describe(&e))),
+                }
+            }
+            other => other.map_err(|e| l.unreachable(describe(&e))),
+        }
+    }
+
+    fn send_once(
+        &self,
+        method: Method,
+        url: &str,
+        accept: Option<&str>,
+        authorization: Option<&str>,
+    ) -> Result<Response<Body>, ureq::Error> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut req = match method {
             Method::Get => self.agent.get(url),
@@ -560,7 +672,7 @@ impl RegistryClient {
         if let Some(a) = authorization {
             req = req.header("Authorization", a);
         }
-        req.call().map_err(|e| l.unreachable(describe(&e)))
+        req.call()
     }
 
     /// Sends a request, answering a `401` challenge once (basic or bearer).
@@ -759,6 +871,17 @@ fn strip_scheme(url: &str) -> &str {
     url.split_once("://").map_or(url, |(_, r)| r)
 }
 
+/// Whether a TLS handshake failed because the server answered with something that is not
+/// TLS (a plain HTTP server), as opposed to a certificate or connection problem.
+fn speaks_no_tls(e: &ureq::Error) -> bool {
+    let rustls_err = match e {
+        ureq::Error::Rustls(r) => Some(r),
+        ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    matches!(rustls_err, Some(rustls::Error::InvalidMessage(_)))
+}
+
 /// A short text for a transport error.
 fn describe(e: &ureq::Error) -> String {
     match e {
@@ -766,8 +889,10 @@ fn describe(e: &ureq::Error) -> String {
             std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
             std::io::ErrorKind::ConnectionReset => "connection reset".into(),
             std::io::ErrorKind::TimedOut => "timed out".into(),
+            _ if io.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => format!("TLS: {io}"),
             _ => io.to_string(),
         },
+        ureq::Error::Rustls(r) => format!("TLS: {r}"),
         ureq::Error::Timeout(t) => format!("timed out ({t})"),
         ureq::Error::HostNotFound => "host not found".into(),
         e => e.to_string(),
@@ -864,10 +989,8 @@ mod tests {
         );
         assert_eq!(url_host("ftp://h/"), None);
         let c = RegistryClient::new(RegistryOptions {
-            auth_files: vec![],
-            cache_dir: None,
             insecure_hosts: vec!["Reg.Example:5000".into(), "plain.example".into()],
-            timeout: Duration::from_secs(1),
+            ..Default::default()
         })
         .unwrap();
         for h in [
