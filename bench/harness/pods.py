@@ -49,7 +49,9 @@ def pod_yaml(name, variant, n):
     spec = {"version": 1, "steps": steps}
     if variant == "isolated":
         spec["containers"] = [{"name": f"c{i}"} for i in range(n)]
-    mounts = [{"name": "shared", "mountPath": SHARED},
+    # Volume names are per pod: podman kube play shares emptyDir volumes between pods by name.
+    shared = f"{name}-shared"
+    mounts = [{"name": shared, "mountPath": SHARED},
               {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}]
 
     def ctr(cname, image, command):
@@ -76,7 +78,7 @@ def pod_yaml(name, variant, n):
             "restartPolicy": "Never",
             "initContainers": ctrs[:-1],
             "containers": ctrs[-1:],
-            "volumes": [{"name": "shared", "emptyDir": {}},
+            "volumes": [{"name": shared, "emptyDir": {}},
                         {"name": "spec", "configMap": {"name": f"{name}-spec"}}],
         },
     }
@@ -125,7 +127,8 @@ def play_once(pm, work, variant, n, timeout):
                 "step_times": stamps}
     finally:
         pm("pod", "rm", "-f", "-t", "0", name, check=False, timeout=60)
-        pm("volume", "rm", "-f", f"{name}-spec", check=False, timeout=60)
+        for volume in (f"{name}-spec", f"{name}-shared"):
+            pm("volume", "rm", "-f", volume, check=False, timeout=60)
 
 
 def step_clocks(log):
