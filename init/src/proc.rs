@@ -647,4 +647,136 @@ mod tests {
         assert_eq!(resolve_program("/no/such", "").unwrap_err().0, 127);
         assert_eq!(resolve_program("passwd", "/etc").unwrap_err().0, 126);
     }
+
+    /// Runs `f` in a forked, single-threaded child (the test harness has threads: signals and
+    /// waitpid(-1) must not be shared with them) and returns its exit code.
+    fn isolated(f: impl FnOnce() -> i32) -> i32 {
+        // SAFETY: the child only runs `f` and exits; glibc resets malloc locks at fork.
+        match unsafe { libc::fork() } {
+            0 => {
+                let code = f();
+                unsafe { libc::_exit(code) }
+            }
+            pid => {
+                let mut st = 0;
+                unsafe { libc::waitpid(pid, &mut st, 0) };
+                sys::exit_code(st)
+            }
+        }
+    }
+
+    fn sh(script: &str) -> (CString, Vec<CString>) {
+        let path = CString::new("/bin/sh").unwrap();
+        let argv = ["/bin/sh", "-c", script]
+            .iter()
+            .map(|a| CString::new(*a).unwrap())
+            .collect();
+        (path, argv)
+    }
+
+    fn run_sh(sup: &mut Supervisor, script: &str, grace_ms: u64, deadline: Option<u64>) -> Wake {
+        let (path, argv_c) = sh(script);
+        let mut argv: Vec<*const c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let l = Launch {
+            path: &path,
+            argv: &argv,
+            envp: None,
+            cwd: None,
+            uid: None,
+            gid: None,
+            relay: true,
+        };
+        let mut c = sup.spawn(&l, grace_ms).unwrap();
+        let mut d = deadline;
+        loop {
+            match sup.wait(&mut c, d) {
+                Wake::Deadline => {
+                    d = None;
+                    sup.stop(&mut c, libc::SIGTERM);
+                }
+                w => return w,
+            }
+        }
+    }
+
+    #[test]
+    fn exit_codes_come_back_after_the_tree_is_gone() {
+        for vfork in [false, true] {
+            let code = isolated(|| {
+                let mut sup = Supervisor::new().unwrap();
+                if vfork {
+                    sup.use_vfork();
+                }
+                match run_sh(&mut sup, "echo out; echo err >&2; exit 3", 100, None) {
+                    Wake::Gone(3) => 0,
+                    other => {
+                        eprintln!("{other:?}");
+                        1
+                    }
+                }
+            });
+            assert_eq!(code, 0, "vfork: {vfork}");
+        }
+    }
+
+    #[test]
+    fn leftovers_ignoring_term_are_killed_after_the_grace() {
+        let code = isolated(|| {
+            let mut sup = Supervisor::new().unwrap();
+            let t0 = sys::now_ms();
+            // A TERM-ignoring child in the group and a setsid'd grandchild outside it.
+            let w = run_sh(
+                &mut sup,
+                "trap '' TERM; (trap '' TERM; sleep 30) & setsid sh -c 'trap \"\" TERM; sleep 31' & sleep 0.2; exit 4",
+                300,
+                None,
+            );
+            let took = sys::now_ms() - t0;
+            let none_left = matches!(sys::reap_one(), sys::Reaped::NoChildren);
+            eprintln!("{w:?} after {took} ms, none left: {none_left}");
+            i32::from(!(w == Wake::Gone(4) && (450..3000).contains(&took) && none_left))
+        });
+        assert_eq!(code, 0);
+    }
+
+    #[test]
+    fn a_deadline_stops_the_step_with_term() {
+        let code = isolated(|| {
+            let mut sup = Supervisor::new().unwrap();
+            let w = run_sh(&mut sup, "sleep 5", 1000, Some(sys::now_ms() + 100));
+            i32::from(w != Wake::Gone(128 + libc::SIGTERM))
+        });
+        assert_eq!(code, 0);
+    }
+
+    #[test]
+    fn exec_and_chdir_failures_are_reported_with_their_errno() {
+        let code = isolated(|| {
+            let mut sup = Supervisor::new().unwrap();
+            sup.use_vfork();
+            let path = CString::new("/nonexistent/prog").unwrap();
+            let argv = [path.as_ptr(), std::ptr::null()];
+            let mut l = Launch {
+                path: &path,
+                argv: &argv,
+                envp: None,
+                cwd: None,
+                uid: None,
+                gid: None,
+                relay: true,
+            };
+            let e1 = sup.spawn(&l, 0).err();
+            let sh = CString::new("/bin/sh").unwrap();
+            let cwd = CString::new("/nonexistent/dir").unwrap();
+            l.path = &sh;
+            l.cwd = Some(&cwd);
+            let e2 = sup.spawn(&l, 0).err();
+            let ok = e1 == Some(SpawnError::Exec(Errno(libc::ENOENT)))
+                && e2 == Some(SpawnError::Chdir(Errno(libc::ENOENT)))
+                && matches!(sys::reap_one(), sys::Reaped::NoChildren);
+            i32::from(!ok)
+        });
+        assert_eq!(code, 0);
+    }
 }
