@@ -1,0 +1,464 @@
+//! End-to-end runs of the `local` engine: the real stepctl binary, re-executing itself as the
+//! init, real processes and signals.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn stepctl() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stepctl"));
+    c.env("NO_COLOR", "1");
+    c
+}
+
+fn wf(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/workflows")
+        .join(name)
+}
+
+/// Writes a workflow to a temporary file.
+fn temp_wf(name: &str, yaml: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("stepctl-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(&p, yaml).unwrap();
+    p
+}
+
+/// Runs `stepctl run --output json WORKFLOW`; returns (exit code, JSON document, stderr).
+fn run_json(workflow: &Path, extra: &[&str]) -> (i32, Value, String) {
+    let o = stepctl()
+        .args(["run", "--output", "json"])
+        .args(extra)
+        .arg(workflow)
+        .output()
+        .expect("run stepctl");
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}):\n{}\nstderr:\n{stderr}",
+            String::from_utf8_lossy(&o.stdout)
+        )
+    });
+    (o.status.code().unwrap_or(-1), doc, stderr)
+}
+
+/// The step at a path of names.
+fn step<'a>(doc: &'a Value, names: &[&str]) -> &'a Value {
+    let mut cur = doc;
+    for n in names {
+        cur = cur["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == *n)
+            .unwrap_or_else(|| panic!("no step {n:?} in {cur}"));
+    }
+    cur
+}
+
+fn is_root() -> bool {
+    unsafe { libc_geteuid() == 0 }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+#[test]
+fn conditions_workflow_runs_with_retry_negative_optional_timeout_and_always() {
+    let t = Instant::now();
+    let (code, doc, stderr) = run_json(&wf("conditions.yaml"), &[]);
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    assert_eq!(doc["status"], "passed");
+    assert_eq!(doc["name"], "conditions");
+    let flaky = step(&doc, &["smoke", "flaky"]);
+    assert_eq!(flaky["attempts"], 2, "{flaky}");
+    assert_eq!(flaky["status"], "passed");
+    let neg = step(&doc, &["known-broken"]);
+    assert_eq!(
+        (neg["status"].as_str(), neg["exitCode"].as_i64()),
+        (Some("passed"), Some(1))
+    );
+    let opt = step(&doc, &["may-fail"]);
+    assert_eq!(opt["status"], "timeout", "{opt}");
+    let ms = opt["durationMs"].as_u64().unwrap();
+    assert!((1900..5000).contains(&ms), "timeout after {ms}ms");
+    assert_eq!(step(&doc, &["report"])["status"], "passed");
+    // The 10 s sleep was stopped at its 2 s timeout.
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    // Progress lines went to stderr in JSON mode, with the steps' own output.
+    assert!(stderr.contains("▶ flaky (attempt 2)"), "{stderr}");
+    assert!(stderr.contains("ping\n"), "{stderr}");
+}
+
+#[test]
+fn pure_steps_workflow_passes_in_two_groups() {
+    let (code, doc, _) = run_json(&wf("pure-steps.yaml"), &[]);
+    assert_eq!(code, 0, "{doc}");
+    let steps = doc["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 5);
+    assert!(steps.iter().all(|s| s["status"] == "passed"), "{doc}");
+    let plan = stepctl()
+        .args(["plan"])
+        .arg(wf("pure-steps.yaml"))
+        .output()
+        .unwrap();
+    let groups = String::from_utf8_lossy(&plan.stderr);
+    assert!(
+        groups.contains("group-0 (localhost/stepinit/test-busybox:dev): steps 1, 2\n"),
+        "{groups}"
+    );
+    assert!(
+        groups.contains("group-1 (localhost/stepinit/test-busybox:dev): steps 3, 4, 5\n"),
+        "{groups}"
+    );
+}
+
+#[test]
+fn defaults_no_registry_workflow_runs_as_its_user_when_root() {
+    let (code, doc, stderr) = run_json(&wf("defaults-no-registry.yaml"), &[]);
+    if is_root() {
+        assert_eq!(code, 0, "{doc}\n{stderr}");
+        assert_eq!(step(&doc, &["read"])["status"], "passed");
+    } else {
+        // Not root: runAsUser is ignored (with a warning), so `id -u` is not 1001.
+        assert!(stderr.contains("runAsUser/runAsGroup ignored"), "{stderr}");
+        assert_eq!(code, 1);
+    }
+}
+
+#[test]
+fn hello_example_passes_and_writes_junit() {
+    let junit = std::env::temp_dir().join(format!("stepctl-junit-{}.xml", std::process::id()));
+    let o = stepctl()
+        .args(["run", "--junit"])
+        .arg(&junit)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello.yaml"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("hello from Linux\n"), "{out}");
+    assert!(out.contains("workflow hello: passed in"), "{out}");
+    let x = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(x.matches("<testcase ").count(), 8, "{x}");
+    assert!(x.contains("<failure type=\"timeout\""), "{x}");
+    let _ = std::fs::remove_file(junit);
+}
+
+const FAILING: &str = r#"
+kind: TestWorkflow
+metadata: {name: failing}
+spec:
+  steps:
+  - name: ok
+    shell: echo ok
+  - name: group
+    steps:
+    - name: breaks
+      shell: echo about to fail >&2; exit 7
+    - name: after break
+      shell: echo must not run
+  - name: skipped later
+    shell: echo must not run
+  - name: on failure
+    condition: failed
+    shell: echo cleaning up
+  - name: missing program
+    condition: always
+    run: {command: [no-such-program-xyz]}
+  after:
+  - name: always
+    shell: echo bye
+"#;
+
+#[test]
+fn failing_workflow_exits_1_with_statuses() {
+    let (code, doc, stderr) = run_json(&temp_wf("failing", FAILING), &[]);
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(doc["status"], "failed");
+    assert_eq!(step(&doc, &["ok"])["status"], "passed");
+    let b = step(&doc, &["group", "breaks"]);
+    assert_eq!(
+        (b["status"].as_str(), b["exitCode"].as_i64()),
+        (Some("failed"), Some(7))
+    );
+    assert_eq!(step(&doc, &["group", "after break"])["status"], "skipped");
+    assert_eq!(step(&doc, &["group"])["status"], "failed");
+    assert_eq!(step(&doc, &["skipped later"])["status"], "skipped");
+    assert_eq!(step(&doc, &["skipped later"])["attempts"], 0);
+    assert_eq!(step(&doc, &["on failure"])["status"], "passed");
+    let m = step(&doc, &["missing program"]);
+    assert_eq!(m["exitCode"], 127, "{m}");
+    assert!(
+        m["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no-such-program-xyz"),
+        "{m}"
+    );
+    assert_eq!(step(&doc, &["always"])["status"], "passed");
+    assert!(stderr.contains("about to fail\n"), "{stderr}");
+    assert!(!stderr.contains("must not run"), "{stderr}");
+}
+
+#[test]
+fn invalid_workflows_exit_2_naming_the_field() {
+    for (yaml, want) in [
+        (
+            "kind: TestWorkflow\nmetadata: {name: x}\nspec:\n  steps:\n  - shell: a\n  - shell: b\n  - shell: c\n    artifacts: {paths: [a]}\n",
+            "spec.steps[2].artifacts: not supported by stepctl (supported: ",
+        ),
+        (
+            "kind: TestWorkflow\nmetadata: {name: x}\nspec:\n  steps:\n  - shell: a\n    timeout: soon\n",
+            "spec.steps[0].timeout: invalid duration \"soon\"",
+        ),
+        (
+            "kind: TestWorkflow\nmetadata: {name: x}\nspec:\n  steps:\n  - shell: a\n    condition: \"env.CI == 'true'\"\n",
+            "spec.steps[0].condition: expression",
+        ),
+        ("kind: [", "not valid YAML"),
+    ] {
+        let p = temp_wf("invalid", yaml);
+        let o = stepctl().arg("run").arg(&p).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "want {want:?} in {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.starts_with(&format!("stepctl: {}: ", p.display())), "{err}");
+    }
+    let o = stepctl()
+        .args(["run", "/no/such/file.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let o = stepctl()
+        .args(["run", "--engine", "nope", "x.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "usage errors exit 2");
+}
+
+const SLEEPER: &str = r#"
+kind: TestWorkflow
+metadata: {name: sleeper}
+spec:
+  system: {isolatedContainers: true}
+  steps:
+  - name: first
+    shell: echo first
+  - name: sleeper
+    shell: echo $$ > PIDFILE; echo sleeping; exec sleep 30
+  - name: never
+    shell: echo must not run
+  after:
+  - name: after
+    shell: echo after
+"#;
+
+/// Starts `stepctl run` on the sleeper workflow, waits for the sleeping step, sends `sig`.
+fn abort_with(sig: i32) {
+    let pidfile =
+        std::env::temp_dir().join(format!("stepctl-sleeper-{}-{sig}.pid", std::process::id()));
+    let p = temp_wf(
+        &format!("sleeper-{sig}"),
+        &SLEEPER.replace("PIDFILE", pidfile.to_str().unwrap()),
+    );
+    let mut child = stepctl()
+        .args(["run", "--output", "json"])
+        .arg(&p)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let t = Instant::now();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("stepctl ended before the sleeper started: {seen}");
+        }
+        seen.push_str(&line);
+        if line == "sleeping\n" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{seen}");
+    }
+    let sent = Instant::now();
+    unsafe { kill(child.id() as i32, sig) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let took = sent.elapsed();
+    assert_eq!(o.status.code(), Some(130), "{seen}{rest}");
+    assert!(took < Duration::from_secs(8), "abort took {took:?}");
+    let doc: Value = serde_json::from_slice(&o.stdout).expect("JSON result after abort");
+    assert_eq!(doc["status"], "aborted", "{doc}");
+    assert_eq!(step(&doc, &["first"])["status"], "passed");
+    assert_eq!(step(&doc, &["sleeper"])["status"], "aborted", "{doc}");
+    assert_eq!(step(&doc, &["never"])["status"], "skipped");
+    assert_eq!(
+        step(&doc, &["after"])["status"],
+        "skipped",
+        "abort skips even `after`"
+    );
+    assert!(!rest.contains("must not run"));
+    // The sleep did not survive stepctl.
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(
+        unsafe { kill(pid, 0) },
+        0,
+        "the step's sleep (pid {pid}) survived"
+    );
+    let _ = std::fs::remove_file(&pidfile);
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn sigint_aborts_the_running_step_and_exits_130() {
+    abort_with(2);
+}
+
+#[test]
+fn sigterm_aborts_the_running_step_and_exits_130() {
+    abort_with(15);
+}
+
+#[test]
+fn text_output_is_plain_without_a_tty() {
+    let o = stepctl()
+        .arg("run")
+        .arg(wf("pure-steps.yaml"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        !out.contains('\x1b'),
+        "no colors when not a terminal: {out:?}"
+    );
+    assert!(
+        out.contains("▶ echo 'Hello world 3'\nHello world 3\n✔ echo 'Hello world 3' passed ("),
+        "{out}"
+    );
+    assert!(out.contains("STEP "), "{out}");
+}
+
+/// Runs the embedded init on the plan of `workflow` like the local engine does, returning the
+/// raw (framed) stdout of all groups concatenated: what `podman logs` of the containers shows.
+fn raw_logs(workflow: &Path) -> Vec<u8> {
+    let spec = stepctl().arg("plan").arg(workflow).output().unwrap();
+    assert!(spec.status.success());
+    let dir = std::env::temp_dir().join(format!(
+        "stepctl-raw-{}-{}",
+        std::process::id(),
+        workflow.file_stem().unwrap().to_string_lossy()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    let spec_path = dir.join("spec.json");
+    std::fs::write(&spec_path, &spec.stdout).unwrap();
+    let n: Value = serde_json::from_slice(&spec.stdout).unwrap();
+    let groups = n["containers"].as_array().map(|c| c.len()).unwrap_or(1);
+    let mut all = Vec::new();
+    for g in 0..groups {
+        let o = stepctl()
+            .args(["__init", "run"])
+            .arg(&spec_path)
+            .args(["--group", &g.to_string(), "--state"])
+            .arg(dir.join("state"))
+            .arg("--termination-log")
+            .arg(dir.join("term"))
+            .current_dir(&dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        all.extend_from_slice(&o.stdout);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    all
+}
+
+fn decode(input: &[u8], args: &[&str]) -> (i32, Value, String) {
+    let mut c = stepctl()
+        .args(["decode", "--output", "json"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(input).unwrap();
+    let o = c.wait_with_output().unwrap();
+    (
+        o.status.code().unwrap(),
+        serde_json::from_slice(&o.stdout).unwrap(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn decode_reads_raw_logs_with_and_without_timestamps() {
+    let raw = raw_logs(&wf("conditions.yaml"));
+    // With timestamps, as `kubectl logs --timestamps` / `podman logs -t` print them.
+    let mut stamped = Vec::new();
+    for (i, line) in raw.split_inclusive(|&b| b == b'\n').enumerate() {
+        stamped.extend_from_slice(format!("2026-11-22T12:00:{:02}.{:09}Z ", i % 60, i).as_bytes());
+        stamped.extend_from_slice(line);
+    }
+    let (c1, plain, err1) = decode(
+        &raw,
+        &["--workflow", wf("conditions.yaml").to_str().unwrap()],
+    );
+    let (c2, ts, err2) = decode(&stamped, &["--name", "conditions"]);
+    assert_eq!((c1, c2), (0, 0), "{err1}{err2}");
+    for doc in [&plain, &ts] {
+        assert_eq!(doc["status"], "passed");
+        assert_eq!(step(doc, &["smoke", "flaky"])["attempts"], 2);
+        assert_eq!(step(doc, &["may-fail"])["status"], "timeout");
+        assert_eq!(doc["notes"], serde_json::json!([]), "{doc}");
+    }
+    assert!(
+        err2.contains("ping\n") && !err2.contains("2026-11-22T"),
+        "{err2}"
+    );
+    // Truncated logs (a pod still running, or lost lines) say so and do not pass.
+    let cut = &raw[..raw.len() / 2];
+    let (c3, doc, _) = decode(cut, &[]);
+    assert_eq!(c3, 1);
+    assert!(
+        doc["notes"].to_string().contains("final record is missing"),
+        "{doc}"
+    );
+}
+
+#[test]
+fn decode_reads_recorded_kubectl_logs() {
+    // Recorded with `kubectl logs --timestamps POD -c group-0` style prefixes, stdout and
+    // stderr merged: see tests/logs/README.md.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/logs");
+    let input = std::fs::read(dir.join("failing.kubectl-timestamps.log")).unwrap();
+    let (code, doc, err) = decode(&input, &["--name", "failing"]);
+    assert_eq!(code, 1, "{doc}\n{err}");
+    assert_eq!(doc["status"], "failed");
+    assert_eq!(step(&doc, &["group", "breaks"])["exitCode"], 7, "{doc}");
+    assert!(err.contains("about to fail"), "{err}");
+}
