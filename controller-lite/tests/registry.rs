@@ -1225,3 +1225,65 @@ fn podman_inspect_reads_the_local_image() {
     let err = inspect_podman("--help").unwrap_err();
     assert!(matches!(err, ImageError::InvalidReference { .. }), "{err}");
 }
+
+// ---------------------------------------------------------------- tests: through the CLI
+
+fn stepctl_build(workflow: &Path, cache: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_stepctl"))
+        .args(["build", "--images", "registry"])
+        .arg(workflow)
+        .env("STEPCTL_IMAGE_CACHE", cache)
+        .env("STEPCTL_REGISTRY_AUTH_FILE", cache.join("no-auth.json"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run stepctl")
+}
+
+#[test]
+fn stepctl_build_takes_command_and_user_from_the_registry() {
+    let f = fixture();
+    let dir = tmpdir("cli");
+    let reg = Registry::start(&f.storage, Auth::None);
+    let workflow = dir.join("wf.yaml");
+    let write = |image: &str| {
+        std::fs::write(
+            &workflow,
+            format!(
+                "apiVersion: testworkflows.testkube.io/v1\nkind: TestWorkflow\nmetadata:\n  name: image-meta\nspec:\n  steps:\n  - name: from-image\n    run:\n      image: {image}\n"
+            ),
+        )
+        .unwrap()
+    };
+    write(&format!("{}/team/app:multi", reg.addr));
+    let out = stepctl_build(&workflow, &dir.join("cache"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let host_cmd = if Platform::host().architecture == "arm64" {
+        "echo arm64"
+    } else {
+        "echo amd64"
+    };
+    assert!(stdout.contains(host_cmd), "{stdout}");
+    assert!(stdout.contains("/bin/busybox"), "{stdout}");
+    // USER 1234:2345 (amd64) / 4321 (arm64) becomes the container's user.
+    let host_user = if Platform::host().architecture == "arm64" {
+        "\"runAsUser\":4321"
+    } else {
+        "\"runAsUser\":1234,\"runAsGroup\":2345"
+    };
+    assert!(stdout.contains(host_user), "{stdout}");
+
+    write(&format!("127.0.0.1:{}/team/app:multi", closed_port()));
+    let out = stepctl_build(&workflow, &dir.join("cache"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for part in [
+        "spec.steps[0]",
+        "cannot reach registry",
+        "run.command",
+        "workingDir",
+    ] {
+        assert!(stderr.contains(part), "{part:?} missing: {stderr}");
+    }
+}
