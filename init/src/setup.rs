@@ -15,7 +15,7 @@ use crate::run::{load_spec, EXIT_BAD_SPEC, EXIT_STATE};
 use crate::sys::{self, Errno};
 use crate::wrap::usage_error;
 use std::collections::BTreeSet;
-use std::ffi::{CString, OsString};
+use std::ffi::{CStr, CString, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use stepinit_protocol::Spec;
@@ -85,11 +85,12 @@ pub fn plan(spec: Option<&Spec>) -> Access {
             } else {
                 let uid = first_user.unwrap_or(0);
                 let gid = *all_gids.iter().next().unwrap_or(&0);
+                // Named entries for the owner too: a subdirectory root creates has another owner.
                 Access::Acl {
                     uid,
                     gid,
-                    users: users.into_iter().filter(|&u| u != uid).collect(),
-                    groups: all_gids.into_iter().filter(|&g| g != gid).collect(),
+                    users: users.into_iter().collect(),
+                    groups: all_gids.into_iter().collect(),
                 }
             }
         }
@@ -217,22 +218,33 @@ impl Dir {
             sys::check(libc::fchown(self.fd, uid, gid)).map_err(|e| fail("cannot chown", e))?;
             sys::check(libc::fchmod(self.fd, mode)).map_err(|e| fail("cannot chmod", e))?;
         }
-        if let Access::Acl { users, groups, .. } = a {
-            let v = acl_xattr(0o770, users, groups);
-            for name in [c"system.posix_acl_access", c"system.posix_acl_default"] {
-                // SAFETY: valid name and buffer.
-                let r = unsafe {
-                    libc::fsetxattr(self.fd, name.as_ptr(), v.as_ptr().cast(), v.len(), 0)
-                };
-                if r != 0 {
-                    let e = Errno::last();
-                    // No ACLs on this file system: the documented fallback, said out loud.
-                    sys::eprint_line(&format!(
-                        "{}: no POSIX ACLs ({e}): falling back to mode 1777",
-                        self.path.display()
-                    ));
-                    return self.apply(&Access::Open);
-                }
+        // Default ACLs make what anyone (root, say) creates inside writable by the declared
+        // users too, which mode bits alone cannot (umask, other owners).
+        let (users, groups, required): (&[u32], &[u32], bool) = match a {
+            Access::Owner { uid, .. } => (std::slice::from_ref(uid), &[], false),
+            // Group: USER_OBJ/GROUP_OBJ rwx (mode 0770 below), files keep the group (setgid).
+            Access::Group { .. } => (&[], &[], false),
+            Access::Acl { users, groups, .. } => (users, groups, true),
+            Access::RootOnly | Access::Open => return Ok(()),
+        };
+        let v = acl_xattr(if users.len() == 1 { 0o700 } else { 0o770 }, users, groups);
+        let names: &[&CStr] = if required {
+            &[c"system.posix_acl_access", c"system.posix_acl_default"]
+        } else {
+            &[c"system.posix_acl_default"]
+        };
+        for name in names {
+            // SAFETY: valid name and buffer.
+            let r =
+                unsafe { libc::fsetxattr(self.fd, name.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+            if r != 0 && required {
+                let e = Errno::last();
+                // No ACLs on this file system: the documented fallback, said out loud.
+                sys::eprint_line(&format!(
+                    "{}: no POSIX ACLs ({e}): falling back to mode 1777",
+                    self.path.display()
+                ));
+                return self.apply(&Access::Open);
             }
         }
         Ok(())
@@ -354,6 +366,13 @@ fn setup(dir: &Path, spec_path: Option<&Path>, spec: Option<&Spec>) -> Result<()
     for name in ["state", "workspace"] {
         root.subdir(name)?.apply(&access)?;
     }
+    // Each container's working directory that is a volume mounted here too (the workspace):
+    // shared like the state. Paths that do not exist here belong to an image: left alone.
+    for c in spec.map(|s| s.containers.as_slice()).unwrap_or_default() {
+        if let Some(w) = c.working_dir.as_deref() {
+            prepare_working_dir(Path::new(w), &access)?;
+        }
+    }
     let home = root.subdir("home")?;
     match &access {
         // Known uids: a private HOME each, made now; the base is traversable, not writable.
@@ -376,6 +395,33 @@ fn setup(dir: &Path, spec_path: Option<&Path>, spec: Option<&Spec>) -> Result<()
         }
     }
     Ok(())
+}
+
+fn prepare_working_dir(w: &Path, access: &Access) -> Result<(), String> {
+    if !w.is_absolute()
+        || ["/", "/proc", "/sys", "/dev", "/etc"]
+            .iter()
+            .any(|x| w == Path::new(x))
+    {
+        return Ok(());
+    }
+    let Some(parent) = w.parent() else {
+        return Ok(());
+    };
+    let exists = std::fs::symlink_metadata(w).is_ok_and(|m| m.is_dir());
+    if !exists && (parent == Path::new("/") || !parent.is_dir()) {
+        return Ok(());
+    }
+    if !exists {
+        std::fs::create_dir(w).map_err(|e| format!("{}: cannot create: {e}", w.display()))?;
+    }
+    let fd =
+        open_dir(libc::AT_FDCWD, w).map_err(|e| format!("{}: cannot open: {e}", w.display()))?;
+    Dir {
+        fd,
+        path: w.to_path_buf(),
+    }
+    .apply(access)
 }
 
 /// Whether some container has no uid (only a gid, or nothing).
@@ -446,8 +492,8 @@ mod tests {
             Access::Acl {
                 uid: 1001,
                 gid: 7,
-                users: vec![1002],
-                groups: vec![1001, 1002]
+                users: vec![1001, 1002],
+                groups: vec![7, 1001, 1002]
             }
         );
         assert_eq!(p(&[(Some(1001), None), (None, None)]), Access::Open);
@@ -540,6 +586,15 @@ mod tests {
             let home = base.join("home").join(uid.to_string());
             assert!(as_user(uid, uid, &format!("touch {}/h", home.display())));
         }
+        // What root creates inside stays writable by the declared users (default ACLs).
+        std::fs::create_dir(state.join("by-root")).unwrap();
+        for uid in [4001, 4002] {
+            assert!(as_user(
+                uid,
+                uid,
+                &format!("touch {}/by-root/{uid}", state.display())
+            ));
+        }
         assert!(
             !as_user(4003, 4003, &format!("touch {}/intruder", state.display())),
             "an undeclared uid cannot write"
@@ -549,5 +604,32 @@ mod tests {
             "homes are private"
         );
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_single_user_owns_the_workspace_and_what_root_makes_in_it() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to chown");
+            return;
+        }
+        let base = std::env::temp_dir().join(format!("stepinit-setup1-{}", std::process::id()));
+        let ws = base.join("ws");
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&ws).unwrap();
+        let mut spec = spec_with(&[(Some(0), None), (Some(4011), Some(4011))]);
+        spec.containers[1].working_dir = Some(ws.to_string_lossy().into_owned());
+        setup(&base.join("shared"), None, Some(&spec)).unwrap();
+        std::fs::create_dir(ws.join("data")).unwrap();
+        std::fs::write(ws.join("data/root.txt"), b"x").unwrap();
+        let ok = as_user(
+            4011,
+            4011,
+            &format!(
+                "echo y >> {0}/data/root.txt && touch {0}/data/u",
+                ws.display()
+            ),
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+        assert!(ok, "uid 4011 writes where root wrote");
     }
 }
