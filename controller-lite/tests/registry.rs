@@ -1287,3 +1287,74 @@ fn stepctl_build_takes_command_and_user_from_the_registry() {
         assert!(stderr.contains(part), "{part:?} missing: {stderr}");
     }
 }
+
+#[test]
+fn stepctl_build_reads_credentials_and_caches_per_environment() {
+    let f = fixture();
+    let dir = tmpdir("cli-auth");
+    let htpasswd = dir.join("htpasswd");
+    std::fs::write(
+        &htpasswd,
+        format!("{USER}:{}\n", bcrypt::hash(PASSWORD, 4).unwrap()),
+    )
+    .unwrap();
+    let reg = Registry::start(&f.storage, Auth::Htpasswd(htpasswd));
+    let workflow = dir.join("wf.yaml");
+    std::fs::write(
+        &workflow,
+        format!(
+            "apiVersion: testworkflows.testkube.io/v1\nkind: TestWorkflow\nmetadata:\n  name: image-meta\nspec:\n  steps:\n  - name: from-image\n    run:\n      image: {}/team/app@{}\n",
+            reg.addr, f.amd64
+        ),
+    )
+    .unwrap();
+    let cache = dir.join("cache");
+    let build = |auth: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_stepctl"))
+            .args(["build", "--images", "registry"])
+            .arg(&workflow)
+            .env("STEPCTL_IMAGE_CACHE", &cache)
+            .env("REGISTRY_AUTH_FILE", auth)
+            .env_remove("STEPCTL_REGISTRY_AUTH_FILE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run stepctl")
+    };
+    // No credentials: refused, the message says where credentials go.
+    let out = build(&dir.join("missing.json"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("basic authentication required") && stderr.contains("auth file"),
+        "{stderr}"
+    );
+    // Credentials from $REGISTRY_AUTH_FILE, result cached in $STEPCTL_IMAGE_CACHE.
+    let auth = auth_file(&dir, &reg.addr, USER, PASSWORD);
+    let out = build(&auth);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("echo amd64"));
+    let entries: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let hex = &f.amd64["sha256:".len()..];
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.starts_with(&format!("sha256-{hex}."))),
+        "{entries:?}"
+    );
+    // Pinned and cached: works without credentials and without the registry.
+    drop(reg);
+    let out = build(&dir.join("missing.json"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("echo amd64"));
+}
