@@ -181,7 +181,13 @@ fn mounts(v: &[String; 3], extra: &[Value]) -> Vec<Value> {
 
 /// The objects (ConfigMap, then Pod or Job) as JSON values.
 pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Vec<Value>, ManifestError> {
-    let spec_json = serde_json::to_string(&plan.spec).expect("spec serializes");
+    // Setup prepares each container's working directory when it is a volume it also mounts:
+    // the workspace, shared by all containers (owned per the spec's users, never 0777).
+    let mut spec = plan.spec.clone();
+    for c in &mut spec.containers {
+        c.working_dir = Some(WORKSPACE_DIR.into());
+    }
+    let spec_json = serde_json::to_string(&spec).expect("spec serializes");
     let vols = volume_names(o);
     let cm_name = format!("{}-spec", o.name);
     let cm = ConfigMap {

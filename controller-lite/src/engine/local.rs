@@ -10,14 +10,16 @@
 //!   termination-N    each group's termination summary
 //! ```
 //!
-//! Images are ignored (steps run with the host's programs). A step's absolute `workingDir` is
-//! placed inside the workspace (`/data` becomes `workspace/data`), so a workflow never writes
-//! into the host's root; relative ones are relative to the workspace. `runAsUser`/`runAsGroup`
+//! Images are ignored (steps run with the host's programs). The workspace plays the pods'
+//! workspace volume `/data`: `workingDir: /data/x` is `workspace/x`; other absolute working
+//! directories are placed inside it too (`/src` becomes `workspace/src`), so a workflow never
+//! writes into the host's root; relative ones are relative to the workspace. `runAsUser`/`runAsGroup`
 //! are honoured when stepctl runs as root (the init switches user per step), and ignored with a
 //! warning otherwise.
 
 use super::{make_sink, EngineError, RunOptions};
 use crate::follow::{pump, Stream, Timestamps};
+use crate::manifest;
 use crate::plan::Plan;
 use crate::report::{Collector, RunResult};
 use crate::signals;
@@ -80,9 +82,7 @@ pub fn local_spec(plan: &Plan, workspace: &Path, as_root: bool) -> (Spec, Vec<St
                 continue;
             }
             if let Some(wd) = &s.working_dir {
-                if let Some(rel) = wd.strip_prefix('/') {
-                    s.working_dir = Some(ws.join(rel).display().to_string());
-                }
+                s.working_dir = Some(place(wd, ws));
             }
             let c = &plan.containers[s.container.unwrap_or(0) as usize];
             if c.run_as_user.is_some() || c.run_as_group.is_some() {
@@ -103,6 +103,20 @@ pub fn local_spec(plan: &Plan, workspace: &Path, as_root: bool) -> (Spec, Vec<St
     }
     walk(&mut spec.steps, plan, workspace, as_root, &mut warnings);
     (spec, warnings)
+}
+
+/// Where a step's working directory is on this host: the pods' workspace volume
+/// ([`manifest::WORKSPACE_DIR`], `/data`) is the workspace itself; other absolute paths are
+/// placed inside the workspace; relative ones stay relative (to the workspace, the init's cwd).
+pub fn place(wd: &str, ws: &Path) -> String {
+    let p = Path::new(wd);
+    if let Ok(rest) = p.strip_prefix(manifest::WORKSPACE_DIR) {
+        return ws.join(rest).display().to_string();
+    }
+    match wd.strip_prefix('/') {
+        Some(rel) => ws.join(rel).display().to_string(),
+        None => wd.to_string(),
+    }
 }
 
 pub fn run(plan: &Plan, opts: &RunOptions) -> Result<(RunResult, bool), EngineError> {
@@ -200,4 +214,20 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<(RunResult, bool), EngineEr
         eprintln!("stepctl: kept {}", tmp.path.display());
     }
     Ok((result, interrupted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::place;
+    use std::path::Path;
+
+    #[test]
+    fn working_dirs_stay_in_the_workspace() {
+        let ws = Path::new("/tmp/w");
+        assert_eq!(place("/data", ws), "/tmp/w/");
+        assert_eq!(place("/data/x/y", ws), "/tmp/w/x/y");
+        assert_eq!(place("/database", ws), "/tmp/w/database");
+        assert_eq!(place("/src", ws), "/tmp/w/src");
+        assert_eq!(place("rel/dir", ws), "rel/dir");
+    }
 }
