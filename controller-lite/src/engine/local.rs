@@ -102,6 +102,10 @@ pub fn local_spec(plan: &Plan, workspace: &Path, as_root: bool) -> (Spec, Vec<St
         }
     }
     walk(&mut spec.steps, plan, workspace, as_root, &mut warnings);
+    for c in &mut spec.containers {
+        // As in a pod: setup prepares the workspace for the users of the containers.
+        c.working_dir = Some(workspace.display().to_string());
+    }
     (spec, warnings)
 }
 
@@ -146,6 +150,25 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<(RunResult, bool), EngineEr
     .map_err(|e| io("cannot write the spec", e))?;
     let exe = std::env::current_exe().map_err(|e| io("cannot find the stepctl executable", e))?;
 
+    if as_root {
+        // Like the setup container of a pod: state, workspace and HOMEs owned as the spec's
+        // users need them (the init's own model; see init/README.md).
+        let o = Command::new(&exe)
+            .arg("__init")
+            .arg("setup")
+            .arg(&tmp.path)
+            .arg("--spec")
+            .arg(&spec_path)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| io("cannot run the init's setup", e))?;
+        if !o.status.success() {
+            return Err(EngineError::new(format!(
+                "the init's setup failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )));
+        }
+    }
     let sink = make_sink(Collector::new(Some(&plan.spec)), opts.format);
     let started = Instant::now();
     let mut notes = Vec::new();
