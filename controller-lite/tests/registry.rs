@@ -28,8 +28,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use stepctl::image::{
-    inspect_podman, parse_reference, ImageConfig, ImageError, Platform, RegistryClient,
-    RegistryOptions,
+    inspect_podman, parse_reference, pull_and_inspect_podman, ImageConfig, ImageError, Platform,
+    RegistryClient, RegistryOptions,
 };
 
 const CONTAINERS_CONF: &str = concat!(
@@ -1224,6 +1224,28 @@ fn podman_inspect_reads_the_local_image() {
 
     let err = inspect_podman("--help").unwrap_err();
     assert!(matches!(err, ImageError::InvalidReference { .. }), "{err}");
+}
+
+#[test]
+fn podman_pull_then_inspect() {
+    let f = fixture();
+    let reg = Registry::start(&f.storage, Auth::None);
+    let image = format!("{}/team/app:amd64", reg.addr);
+    let _guard = LocalImages(vec![image.clone()]);
+    let err = inspect_podman(&image).unwrap_err();
+    assert!(matches!(err, ImageError::NotLocal { .. }), "{err}");
+    let got = pull_and_inspect_podman(&image).unwrap();
+    assert_eq!(got, amd64_expected(&f.amd64));
+    // Now local: inspect alone works, without the registry.
+    drop(reg);
+    assert_eq!(inspect_podman(&image).unwrap(), amd64_expected(&f.amd64));
+
+    let missing = format!("127.0.0.1:{}/team/app:v1", closed_port());
+    let err = pull_and_inspect_podman(&missing).unwrap_err();
+    assert!(matches!(err, ImageError::Podman { .. }), "{err}");
+    let mut parts = vec![missing.as_str(), "podman pull failed", "connection refused"];
+    parts.extend_from_slice(FIELDS);
+    assert_one_line_with(&err, &parts);
 }
 
 // ---------------------------------------------------------------- tests: through the CLI

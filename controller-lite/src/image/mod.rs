@@ -204,8 +204,10 @@ pub enum ImageError {
     },
     /// The registry answered something this client does not understand.
     Registry { image: String, detail: String },
-    /// `podman` could not be run or failed.
+    /// `podman` could not be run or failed; `detail` says which command.
     Podman { image: String, detail: String },
+    /// The client's configuration (auth file, CA file) is unusable.
+    Config { detail: String },
     /// The image is not in podman's local storage.
     NotLocal { image: String },
 }
@@ -265,9 +267,8 @@ impl fmt::Display for ImageError {
             ImageError::Registry { image, detail } => {
                 write!(f, "image {image}: registry error: {detail}; {FIELDS_INSTEAD}")
             }
-            ImageError::Podman { image, detail } => {
-                write!(f, "image {image}: podman image inspect failed: {detail}")
-            }
+            ImageError::Podman { image, detail } => write!(f, "image {image}: {detail}"),
+            ImageError::Config { detail } => write!(f, "image registry configuration: {detail}"),
             ImageError::NotLocal { image } => write!(
                 f,
                 "image {image} is not in podman's local storage: pull it with `podman pull {image}` \

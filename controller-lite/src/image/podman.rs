@@ -28,7 +28,7 @@ pub fn inspect_podman(image: &str) -> Result<ImageConfig, ImageError> {
     }
     let podman_err = |detail: String| ImageError::Podman {
         image: image.to_string(),
-        detail,
+        detail: format!("podman image inspect failed: {detail}"),
     };
     let out = Command::new("podman")
         .args(["image", "inspect", "--", image])
@@ -75,20 +75,27 @@ pub fn inspect_podman(image: &str) -> Result<ImageConfig, ImageError> {
 }
 
 /// Like [`inspect_podman`], but pulls the image first when it is not in the local storage
-/// (with podman's own registries and credentials configuration).
+/// (with podman's own registries and credentials configuration; `--tls-verify=false` for
+/// loopback registries only, as the registry client allows plain HTTP there).
 pub fn pull_and_inspect_podman(image: &str) -> Result<ImageConfig, ImageError> {
     match inspect_podman(image) {
         Err(ImageError::NotLocal { .. }) => {}
         other => return other,
     }
+    // Like the registry client: a registry on this machine may speak plain HTTP.
+    let loopback =
+        super::parse_reference(image).is_ok_and(|r| super::reference::is_loopback(&r.registry));
     let out = Command::new("podman")
-        .args(["pull", "--quiet", "--", image])
+        .args(["pull", "--quiet"])
+        .args(loopback.then_some("--tls-verify=false"))
+        .args(["--", image])
         .stdin(Stdio::null())
         .output()
         .map_err(|e| ImageError::Podman {
             image: image.to_string(),
             detail: format!("cannot run podman pull: {e}"),
         })?;
+    // The last line of podman's error, e.g. "…: connection refused".
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let line = stderr
@@ -98,14 +105,14 @@ pub fn pull_and_inspect_podman(image: &str) -> Result<ImageConfig, ImageError> {
             .unwrap_or("")
             .trim()
             .to_string();
-        return Err(ImageError::Unreachable {
+        let line = if line.is_empty() {
+            format!("exited with {}", out.status)
+        } else {
+            line.trim_start_matches("Error: ").to_string()
+        };
+        return Err(ImageError::Podman {
             image: image.to_string(),
-            registry: "(podman pull)".to_string(),
-            detail: if line.is_empty() {
-                format!("podman pull exited with {}", out.status)
-            } else {
-                line
-            },
+            detail: format!("podman pull failed ({line}); {}", super::FIELDS_INSTEAD),
         });
     }
     inspect_podman(image)

@@ -43,6 +43,17 @@ impl Reference {
     }
 }
 
+/// Whether `hostport` names this machine: `localhost`, `*.localhost`, `127.0.0.0/8`, `::1`.
+pub(crate) fn is_loopback(hostport: &str) -> bool {
+    let hostport = hostport.to_ascii_lowercase();
+    let host = host_without_port(&hostport);
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `host:port` → `host`, `[::1]:5000` → `::1`.
 pub(crate) fn host_without_port(hostport: &str) -> &str {
     if let Some(rest) = hostport.strip_prefix('[') {

@@ -13,7 +13,7 @@ use ureq::Body;
 
 use super::auth::{parse_challenge, Challenge, CredentialStore};
 use super::cache::Cache;
-use super::reference::{host_without_port, parse_reference, Reference};
+use super::reference::{host_without_port, is_loopback, parse_reference, Reference};
 use super::{ImageConfig, ImageError, Platform, RawConfig};
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -328,15 +328,10 @@ fn url_host(url: &str) -> Option<(&str, &str)> {
 impl RegistryClient {
     /// A client with explicit options. Fails when an auth file exists but can't be read.
     pub fn new(options: RegistryOptions) -> Result<RegistryClient, ImageError> {
-        let creds =
-            CredentialStore::load(&options.auth_files).map_err(|detail| ImageError::Registry {
-                image: "(any)".into(),
-                detail,
-            })?;
-        let roots = root_certs(&options.ca_files).map_err(|detail| ImageError::Registry {
-            image: "(any)".into(),
-            detail,
-        })?;
+        let creds = CredentialStore::load(&options.auth_files)
+            .map_err(|detail| ImageError::Config { detail })?;
+        let roots =
+            root_certs(&options.ca_files).map_err(|detail| ImageError::Config { detail })?;
         let config = ureq::Agent::config_builder()
             .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
             .http_status_as_error(false)
@@ -379,16 +374,11 @@ impl RegistryClient {
 
     /// Whether `hostport` is reached over plain HTTP: loopback, or listed as insecure.
     pub fn is_insecure(&self, hostport: &str) -> bool {
-        let hostport = hostport.to_ascii_lowercase();
-        let host = host_without_port(&hostport);
-        if host == "localhost" || host.ends_with(".localhost") {
+        if is_loopback(hostport) {
             return true;
         }
-        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-            if ip.is_loopback() {
-                return true;
-            }
-        }
+        let hostport = hostport.to_ascii_lowercase();
+        let host = host_without_port(&hostport);
         self.insecure.iter().any(|h| *h == hostport || h == host)
     }
 
