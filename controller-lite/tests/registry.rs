@@ -77,9 +77,44 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A port nothing listens on (bound then released; nothing else here reuses it quickly).
-fn closed_port() -> u16 {
-    free_port()
+/// A loopback port that refuses connections for as long as this value lives: a TCP socket
+/// bound to it but never listening (so no registry started by another test can take it).
+struct ClosedPort {
+    fd: libc::c_int,
+    port: u16,
+}
+
+impl ClosedPort {
+    fn new() -> ClosedPort {
+        // SAFETY: plain socket calls on a fresh fd and a zeroed sockaddr_in we own.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let rc = libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len);
+            assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+            let mut got: libc::sockaddr_in = std::mem::zeroed();
+            let mut got_len = len;
+            let rc = libc::getsockname(fd, &mut got as *mut _ as *mut libc::sockaddr, &mut got_len);
+            assert_eq!(rc, 0, "getsockname: {}", std::io::Error::last_os_error());
+            ClosedPort {
+                fd,
+                port: u16::from_be(got.sin_port),
+            }
+        }
+    }
+}
+
+impl Drop for ClosedPort {
+    fn drop(&mut self) {
+        // SAFETY: closing the fd this value owns.
+        unsafe {
+            libc::close(self.fd);
+        }
+    }
 }
 
 fn unique() -> String {
@@ -201,8 +236,11 @@ impl Registry {
                 let mut resp = String::new();
                 let _ = s.read_to_string(&mut resp);
                 let resp = resp.to_ascii_lowercase();
-                if resp.contains("docker-distribution-api-version: registry/2.0")
-                    || resp.contains("client sent an http request to an https server")
+                // "listening on" in *our* log: the answer is not from another test's registry
+                // that happened to get the same free port.
+                if (resp.contains("docker-distribution-api-version: registry/2.0")
+                    || resp.contains("client sent an http request to an https server"))
+                    && self.log().contains(&format!("listening on {}", self.addr))
                 {
                     return true;
                 }
@@ -631,7 +669,8 @@ fn digest_pinned_lookup_is_served_from_cache_with_the_registry_stopped() {
 #[test]
 fn unreachable_registry_names_the_image_and_the_fields_to_set() {
     let c = client(None, None);
-    let image = format!("127.0.0.1:{}/team/app:v1", closed_port());
+    let closed = ClosedPort::new();
+    let image = format!("127.0.0.1:{}/team/app:v1", closed.port);
     let err = c.config(&image, &platform("linux/amd64")).unwrap_err();
     assert!(matches!(err, ImageError::Unreachable { .. }), "{err}");
     let mut parts = vec![
@@ -1240,7 +1279,8 @@ fn podman_pull_then_inspect() {
     drop(reg);
     assert_eq!(inspect_podman(&image).unwrap(), amd64_expected(&f.amd64));
 
-    let missing = format!("127.0.0.1:{}/team/app:v1", closed_port());
+    let closed = ClosedPort::new();
+    let missing = format!("127.0.0.1:{}/team/app:v1", closed.port);
     let err = pull_and_inspect_podman(&missing).unwrap_err();
     assert!(matches!(err, ImageError::Podman { .. }), "{err}");
     let mut parts = vec![missing.as_str(), "podman pull failed", "connection refused"];
@@ -1296,7 +1336,8 @@ fn stepctl_build_takes_command_and_user_from_the_registry() {
     };
     assert!(stdout.contains(host_user), "{stdout}");
 
-    write(&format!("127.0.0.1:{}/team/app:multi", closed_port()));
+    let closed = ClosedPort::new();
+    write(&format!("127.0.0.1:{}/team/app:multi", closed.port));
     let out = stepctl_build(&workflow, &dir.join("cache"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");

@@ -372,7 +372,8 @@ impl RegistryClient {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// Whether `hostport` is reached over plain HTTP: loopback, or listed as insecure.
+    /// Whether `hostport` may be reached over plain HTTP (after HTTPS found no TLS there):
+    /// loopback, or listed as insecure.
     pub fn is_insecure(&self, hostport: &str) -> bool {
         if is_loopback(hostport) {
             return true;
