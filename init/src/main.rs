@@ -3,12 +3,17 @@
 //! `#![no_main]`: std's runtime set-up (SIGPIPE ignored, an alternate signal stack, handlers for
 //! SIGSEGV/SIGBUS) is skipped; PID 1 wants none of it, and the wrap path stays a few thousand
 //! instructions long.
-#![no_main]
+// (Under `cargo test` the harness provides main; this file then has nothing to test.)
+#![cfg_attr(not(test), no_main)]
 
+#[cfg(not(test))]
 use std::ffi::{CStr, OsString};
+#[cfg(not(test))]
 use std::os::raw::{c_char, c_int};
+#[cfg(not(test))]
 use std::os::unix::ffi::OsStringExt;
 
+#[cfg(not(test))]
 #[no_mangle]
 pub extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     let mut args = Vec::with_capacity(argc.max(1) as usize - 1);

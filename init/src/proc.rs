@@ -34,6 +34,9 @@ pub struct Launch<'a> {
     pub gid: Option<u32>,
     /// Relay stdout/stderr through pipes (framed) instead of letting the child inherit ours.
     pub relay: bool,
+    /// Give the child only fds 0, 1 and 2 (spec mode); wrap mode passes inherited fds on, as
+    /// tini does (socket activation and the like).
+    pub only_std_fds: bool,
 }
 
 /// Why a spawn failed after fork: which stage, and the errno.
@@ -538,6 +541,16 @@ unsafe fn child_after_fork(c: &ChildCtx) -> ! {
         libc::dup2(c.pipes[0].1, 1);
         libc::dup2(c.pipes[1].1, 2);
     }
+    if l.only_std_fds {
+        // Whatever fds the init inherited (a jobserver, a leaked descriptor of whoever started
+        // it) do not reach a step: close-on-exec from 3 up (err_w must live until exec).
+        const CLOSE_RANGE_CLOEXEC: libc::c_uint = 4;
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
+            for fd in 3..1024 {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+    }
     if !c.cwd.is_null() && libc::chdir(c.cwd) != 0 {
         fail(1);
     }
@@ -686,6 +699,7 @@ mod tests {
             uid: None,
             gid: None,
             relay: true,
+            only_std_fds: true,
         };
         let mut c = sup.spawn(&l, grace_ms).unwrap();
         let mut d = deadline;
@@ -765,6 +779,7 @@ mod tests {
                 uid: None,
                 gid: None,
                 relay: true,
+                only_std_fds: true,
             };
             let e1 = sup.spawn(&l, 0).err();
             let sh = CString::new("/bin/sh").unwrap();

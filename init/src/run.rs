@@ -91,17 +91,26 @@ pub fn load_spec(path: &Path) -> Result<Spec, String> {
     let name = path.display();
     let bytes = std::fs::read(path).map_err(|e| format!("{name}: cannot read: {}", os_err(&e)))?;
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
-    let spec: Spec = match serde_path_to_error::deserialize(de) {
+    let spec: Spec = match serde_path_to_error::deserialize(&mut *de) {
         Ok(s) => s,
         Err(e) => {
             let p = e.path().to_string();
+            let inner = e.inner();
             return Err(if p == "." || p == "?" {
-                format!("{name}: {}", e.inner())
+                // No field to name: the line and column say where.
+                format!("{name}: {inner}")
             } else {
-                format!("{name}: {p}: {}", e.inner())
+                // The path says where; serde_json's " at line L column C" would only repeat it.
+                let msg = inner.to_string();
+                let cut = match (inner.line(), msg.rfind(" at line ")) {
+                    (l, Some(i)) if l > 0 => i,
+                    _ => msg.len(),
+                };
+                format!("{name}: {p}: {}", &msg[..cut])
             });
         }
     };
+    de.end().map_err(|e| format!("{name}: {e}"))?;
     spec.validate().map_err(|e| format!("{name}: {e}"))?;
     Ok(spec)
 }
@@ -335,6 +344,7 @@ impl Driver<'_> {
             uid: l.uid,
             gid: l.gid,
             relay: true,
+            only_std_fds: true,
         };
         match self.sup.spawn(&launch, l.grace_ms) {
             Ok(c) => {

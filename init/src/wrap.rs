@@ -153,6 +153,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
                 uid: None,
                 gid: None,
                 relay: o.report,
+                only_std_fds: false,
             };
             sup.spawn(&launch, o.grace_ms)
                 .map_err(|e| proc::describe_spawn_error(e, &name, None))
