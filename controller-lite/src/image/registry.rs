@@ -424,7 +424,14 @@ impl RegistryClient {
     ) -> Result<ImageConfig, ImageError> {
         let m: Manifest = serde_json::from_slice(bytes)
             .map_err(|e| l.registry(format!("manifest is not valid JSON: {e}")))?;
-        let media = m.media_type.clone().or(content_type).unwrap_or_default();
+        // The body's mediaType decides; the Content-Type only when it names a manifest type
+        // (some servers send `application/json` or nothing useful).
+        let known = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
+        let media = m
+            .media_type
+            .clone()
+            .or(content_type.filter(|c| known.contains(&c.as_str())))
+            .unwrap_or_default();
         if m.schema_version == Some(1) || media.starts_with(DOCKER_SCHEMA1_PREFIX) {
             return Err(l.registry(
                 "Docker schema 1 manifests are not supported (push the image with a current tool)",
