@@ -262,13 +262,14 @@ def output(ctx, s):
         for name, c in cmds:
             med = t[name]["median"]
             base = t["cat" if "pipe" not in name else "cat | pipe"]["median"]
-            rows.append((label, f"`{short(ctx, c)}`", f"{med:.3f} s",
+            rows.append((label, f"`{short(ctx, c)}`",
+                         f"{med:.3f} s ({t[name]['min']:.3f}–{t[name]['max']:.3f})",
                          f"{nbytes / med / 1e9:.2f} GB/s",
                          ratio(med, base) if name != "generator alone" else "-",
                          f"{rss[name]:,} kB" if name in rss else "-"))
         s.notes.append(f"{label}: the init's stdout carried {out_bytes:,} bytes for {nbytes:,} "
                        "bytes of step output (the difference: records and framing).")
-    s.table(["Output", "Path (files in the temp dir)", "Median", "Throughput",
+    s.table(["Output", "Path (files in the temp dir)", "Median (min–max)", "Throughput",
              "Time vs cat", "Relay peak RSS"], rows)
     s.notes.append(f"hyperfine: {ctx.p['output_runs']} runs per command after 1 warm-up run.")
 
@@ -412,7 +413,7 @@ def criterion(ctx, s):
     order = ["escape", "encode", "decode", "spec_parse"]
     rows.sort(key=lambda r: (order.index(r[0]) if r[0] in order else 9, r[1]))
     s.table(["Group", "Benchmark", "Input bytes", "Median time", "Throughput"], rows)
-    s.notes.append(f"`{' '.join(cargo[1:])} -- {' '.join(ctx.p['criterion_args'])}`; measuring "
+    s.notes.append(f"`{' '.join(cargo)} -- {' '.join(ctx.p['criterion_args'])}`; measuring "
                    f"took {time.monotonic() - t0:.0f} s (build excluded).")
     if ctx.p["criterion_profile"] == "dev":
         s.notes.append("**Quick mode: dev profile (unoptimized), these throughputs are not the "
