@@ -1421,3 +1421,51 @@ fn stepctl_build_reads_credentials_and_caches_per_environment() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("echo amd64"));
 }
+
+#[test]
+fn stepctl_build_trusts_ca_files_from_the_environment() {
+    let f = fixture();
+    let dir = tmpdir("cli-tls");
+    let (ca, cert, key) = make_tls(&dir);
+    let reg = Registry::start_tls(&f.storage, Auth::None, Some((&cert, &key)));
+    let workflow = dir.join("wf.yaml");
+    std::fs::write(
+        &workflow,
+        format!(
+            "apiVersion: testworkflows.testkube.io/v1\nkind: TestWorkflow\nmetadata:\n  name: image-meta\nspec:\n  steps:\n  - name: from-image\n    run:\n      image: {}/team/app:amd64\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let build = |ca_files: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stepctl"));
+        cmd.args(["build", "--images", "registry"])
+            .arg(&workflow)
+            .env("STEPCTL_IMAGE_CACHE", dir.join("cache"))
+            .env("STEPCTL_REGISTRY_AUTH_FILE", dir.join("none.json"))
+            .env_remove("STEPCTL_REGISTRY_CA_FILES")
+            .stdin(Stdio::null());
+        if let Some(p) = ca_files {
+            // `:`-separated, the trusted CA always last.
+            let list = std::env::join_paths([p.to_path_buf(), ca.clone()]).unwrap();
+            cmd.env("STEPCTL_REGISTRY_CA_FILES", list);
+        }
+        cmd.output().expect("run stepctl")
+    };
+    let out = build(None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+    let out = build(Some(&ca));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("echo amd64"));
+    // A CA file that does not exist is named.
+    let out = build(Some(&dir.join("nope.pem")));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("nope.pem"), "{stderr}");
+}
