@@ -275,6 +275,28 @@ impl Supervisor {
         })
     }
 
+    /// Between steps: whether SIGTERM/SIGINT arrived since the last step ended (so no new step
+    /// starts after an abort). Other signals arriving while no step runs have no one to go to.
+    pub fn pending_interrupt(&mut self) -> Option<i32> {
+        let mut sigs = [0; 16];
+        loop {
+            let n = sys::read_signals(self.sfd, &mut sigs);
+            if n == 0 {
+                break;
+            }
+            for &sig in &sigs[..n] {
+                match sig {
+                    libc::SIGTERM | libc::SIGINT => {
+                        self.interrupt.get_or_insert(sig);
+                    }
+                    libc::SIGCHLD => while let sys::Reaped::Child(..) = sys::reap_one() {},
+                    _ => {}
+                }
+            }
+        }
+        self.interrupt.take()
+    }
+
     /// Step 3 of the module doc. `deadline` (monotonic ms) only matters while the main process runs.
     pub fn wait(&mut self, c: &mut Child, deadline: Option<u64>) -> Wake {
         let mut pfds = [libc::pollfd {

@@ -227,7 +227,15 @@ pub fn run(args: &[OsString]) -> i32 {
                     }
                 }
                 Action::Spawn(l) => {
-                    if let Err((code, reason)) = d.spawn(&l) {
+                    if let Some(sig) = d.sup.pending_interrupt() {
+                        // Aborted between two steps: this one never starts.
+                        d.stop_signal = sig;
+                        let now = sys::now_ms();
+                        actions.extend(m.handle(Event::Abort, now));
+                        let reason = "aborted before the step started".to_string();
+                        let code = None;
+                        actions.extend(m.handle(Event::SpawnFailed { code, reason }, now));
+                    } else if let Err((code, reason)) = d.spawn(&l) {
                         actions
                             .extend(m.handle(Event::SpawnFailed { code, reason }, sys::now_ms()));
                     }
@@ -524,5 +532,84 @@ fn write_summary(m: &Machine, group: u32, path: Option<&Path>) {
             path.display(),
             os_err(&e)
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("stepinit-run-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn spec_errors_name_the_file_and_the_path() {
+        let d = tmp("spec");
+        let f = d.join("spec.json");
+        let check = |json: &str, want: &str| {
+            std::fs::write(&f, json).unwrap();
+            let e = load_spec(&f).unwrap_err();
+            assert_eq!(e, format!("{}: {want}", f.display()));
+        };
+        check(
+            r#"{"version":1,"steps":[{"command":["a"]},{"command":["b"],"retry":{"count":"x"}}]}"#,
+            r#"steps[1].retry.count: invalid type: string "x", expected u32"#,
+        );
+        check(
+            r#"{"version":1,"steps":[{"command":["a"]}]} x"#,
+            "trailing characters at line 1 column 43",
+        );
+        check(
+            r#"{"version":1,"steps":[]}"#,
+            "steps: a spec needs at least one step",
+        );
+        check("", "EOF while parsing a value at line 1 column 0");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn state_is_saved_atomically_and_the_newest_earlier_one_is_found() {
+        let d = tmp("state");
+        assert_eq!(find_state(&d, 2), None);
+        let spec: Spec =
+            serde_json::from_str(r#"{"version":1,"steps":[{"command":["a"]}]}"#).unwrap();
+        let m = Machine::new(&spec, 0, "/bin/sh", None).unwrap();
+        save_state(&state_file(&d, 0), &m.state()).unwrap();
+        assert_eq!(find_state(&d, 2), Some(d.join("state.0.json")));
+        save_state(&state_file(&d, 1), &m.state()).unwrap();
+        assert_eq!(find_state(&d, 2), Some(d.join("state.1.json")));
+        assert_eq!(find_state(&d, 0), Some(d.join("state.0.json")));
+        assert_eq!(
+            load_state(&d.join("state.1.json")).unwrap(),
+            Some(m.state())
+        );
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        std::fs::write(d.join("state.1.json"), b"{\"version\":1,").unwrap();
+        assert!(load_state(&d.join("state.1.json")).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn writable_by_follows_the_mode_bits() {
+        let d = tmp("w");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        assert!(writable_by(&d, uid, gid));
+        assert!(writable_by(&d, 0, 0), "root writes anywhere");
+        assert!(!writable_by(&d, 4242, 4242));
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(writable_by(&d, 4242, 4242));
+        assert!(!writable_by(&d.join("missing"), uid, gid));
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }
