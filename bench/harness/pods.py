@@ -177,6 +177,16 @@ def pods(ctx, s):
     if not ctx.init:
         raise NotMeasured(ctx.init_missing)
     pm = Podman(ctx.root)
+    build = Path(ctx.root) / "images/build"
+    if ctx.rebuild_images and build.exists():
+        # The init image must carry the init measured elsewhere in this run.
+        ctx.log("building the images: images/build")
+        run([str(build)], timeout=900, cwd=ctx.root, env=pm.env)
+        s.notes.append("Images rebuilt by `images/build` from this checkout at the start of the "
+                       "section.")
+    else:
+        s.notes.append("Images used as found (quick mode, `--no-build` or `--init`): the init "
+                       "image may carry another build of the init.")
     for image in (INIT_IMAGE, STEP_IMAGE):
         if pm("image", "exists", image, check=False, timeout=60).returncode != 0:
             raise NotMeasured(f"image {image} missing (build it: images/build)")
