@@ -385,6 +385,8 @@ impl RegistryClient {
 
     /// The config of `image_ref` for `platform`. A digest-pinned reference whose config is
     /// cached makes no network request; a tag costs one manifest `HEAD` when cached.
+    /// `platform` selects from an index; a single-platform image's config is returned
+    /// whatever platform was asked (the pod would fail to start, not the metadata lookup).
     pub fn config(&self, image_ref: &str, platform: &Platform) -> Result<ImageConfig, ImageError> {
         let r = parse_reference(image_ref)?;
         let l = Lookup {
