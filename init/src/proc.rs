@@ -555,9 +555,11 @@ unsafe fn child_after_fork(c: &ChildCtx) -> ! {
     let l = c.l;
     // Own process group: signals for the step reach its whole group, never us.
     libc::setpgid(0, 0);
-    // Foreground of the terminal, if any, so an interactive step can read it (SIGTTOU is blocked
-    // here, so this cannot stop us; ENOTTY is the common, ignored case).
-    libc::tcsetpgrp(0, libc::getpid());
+    // Foreground of the terminal, when the init has it, so an interactive step can read it
+    // (SIGTTOU is blocked here, so this cannot stop us; ENOTTY is the common, ignored case).
+    if libc::tcgetpgrp(0) == libc::getpgid(libc::getppid()) {
+        libc::tcsetpgrp(0, libc::getpid());
+    }
     if l.relay {
         // dup2 clears close-on-exec on the copies: only fds 1 and 2 reach the step.
         libc::dup2(c.pipes[0].1, 1);
