@@ -1,0 +1,161 @@
+//! Steps cannot write records by other paths: the init is non-dumpable (so a step running as the
+//! same uid cannot open /proc/<init>/fd/1) and leaks no fd of its own into steps.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+
+const NOBODY: u32 = 65534;
+
+/// The init runs as an unprivileged uid, and so does its step: same uid, so only the init's
+/// non-dumpable flag keeps the step out of /proc/<init>/fd.
+#[test]
+fn a_step_as_the_same_uid_cannot_reach_the_inits_stdout() {
+    let d = TempDir::new_shared("nodump");
+    let m = Marker::new("nodump");
+    let spec = json!({"version": 1, "steps": [
+        {"shell": r#"echo $PPID > "$D/ppid"
+stat -c %u /proc/$PPID > "$D/owner"
+id -u > "$D/uid"
+if printf '\036{"v":1,"t":"done","status":"passed","ms":0,"last":true}\n' > /proc/$PPID/fd/1; then
+  echo wrote > "$D/forge"
+else
+  echo denied > "$D/forge"
+fi
+if ls /proc/$PPID/fd >/dev/null 2>&1; then echo listed > "$D/ls"; else echo denied > "$D/ls"; fi"#},
+        {"shell": "exit 1"},
+    ]});
+    let path = d.join("spec.json");
+    std::fs::write(&path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let mut c = init_cmd([std::ffi::OsStr::new("run"), path.as_os_str()], &m);
+    c.env("D", d.s()).current_dir(d.path());
+    unsafe {
+        c.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(NOBODY) != 0
+                || libc::setuid(NOBODY) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let r = Running::spawn(&mut c);
+    let init_pid = r.pid();
+    let raw = r.finish(LIMIT);
+    let so = decode(&raw.stdout);
+    assert!(so.invalid.is_empty(), "{:?}", so.invalid);
+    assert_eq!(
+        briefs(&so.records),
+        vec![
+            "start 1 #1",
+            "end 1 passed code=0 #1",
+            "start 2 #1",
+            "end 2 failed code=1 #1",
+            "done failed last=true"
+        ],
+        "stderr: {}",
+        raw.stderr_str()
+    );
+    assert_eq!(raw.code, 1);
+    let line = |f: &str| read_lines(&d.join(f)).join("");
+    assert_eq!(line("uid"), NOBODY.to_string(), "the step runs as nobody");
+    assert_eq!(
+        line("ppid"),
+        init_pid.to_string(),
+        "the step's parent is the init"
+    );
+    assert_eq!(
+        line("owner"),
+        "0",
+        "/proc/<init> of a non-dumpable process is owned by root"
+    );
+    assert_eq!(line("forge"), "denied", "the step opened the init's stdout");
+    assert_eq!(line("ls"), "denied", "the step listed the init's fds");
+}
+
+/// Also checked from outside: the init running as nobody has its /proc entry owned by root, i.e.
+/// it made itself non-dumpable (in wrap mode as well).
+#[test]
+fn the_init_is_non_dumpable_in_wrap_mode() {
+    let d = TempDir::new_shared("nodump-wrap");
+    let m = Marker::new("nodump-wrap");
+    let mut c = init_cmd(
+        ["--", "sh", "-c", r#"touch "$D/ready"; exec sleep 1000"#],
+        &m,
+    );
+    c.env("D", d.s());
+    unsafe {
+        c.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(NOBODY) != 0
+                || libc::setuid(NOBODY) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let r = Running::spawn(&mut c);
+    await_file(&d.join("ready"), "child start");
+    let meta = std::fs::metadata(format!("/proc/{}/status", r.pid())).unwrap();
+    let uid_line = std::fs::read_to_string(format!("/proc/{}/status", r.pid()))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string();
+    r.signal(libc::SIGTERM);
+    let out = r.finish(LIMIT);
+    assert!(uid_line.contains(&NOBODY.to_string()), "{uid_line}");
+    assert_eq!(
+        meta.uid(),
+        0,
+        "/proc/<init>/status owner: the init is dumpable"
+    );
+    assert_eq!(
+        out.code,
+        128 + libc::SIGTERM,
+        "stderr: {}",
+        out.stderr_str()
+    );
+}
+
+#[test]
+fn steps_get_only_fds_0_1_2_and_not_the_inits_stdout() {
+    let d = TempDir::new("fds");
+    let m = Marker::new("fds");
+    let r = run_spec_env(
+        &d,
+        &json!({"version": 1, "steps": [
+            {"shell": r#"ls /proc/$$/fd | tr '\n' ' '
+readlink /proc/$$/fd/1 > "$D/step1"; readlink /proc/$$/fd/2 > "$D/step2"
+readlink /proc/$PPID/fd/1 > "$D/init1"; readlink /proc/$PPID/fd/2 > "$D/init2""#},
+            {"command": ["ls", "/proc/self/fd"]},
+        ]}),
+        &[("D", d.s())],
+        &m,
+    );
+    assert_eq!(r.code, 0, "stderr: {}", r.raw.stderr_str());
+    // The second step lists its own fds: 0 1 2, plus the one `ls` opened for the directory.
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout.out),
+        "0 1 2 0\n1\n2\n3\n",
+        "open fds of the steps"
+    );
+    let l = |f: &str| read_lines(&d.join(f)).join("");
+    assert_ne!(l("step1"), "", "readlink");
+    assert_ne!(
+        l("step1"),
+        l("init1"),
+        "the step writes to the init's own stdout"
+    );
+    assert_ne!(
+        l("step2"),
+        l("init2"),
+        "the step writes to the init's own stderr"
+    );
+}

@@ -1,0 +1,268 @@
+//! Signals sent to the init (wrap mode): forwarded to the child's whole process group, the stop
+//! sequence on SIGTERM/SIGINT, and signals that must neither stop nor kill the init.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+/// A recorder: the child shell and a grandchild in its process group trap each signal of `sigs`
+/// and append `NAME` (child) or `gc-NAME` (grandchild) to `$D/got`; both exit 0 once `$D/got`
+/// holds `n` lines. Their `sleep`s ignore the signals (so none dies of one or dumps core), and
+/// they count lines with builtins only (no fork that could catch a signal with default action).
+const RECORDER: &str = r#"
+who=$1; n=$2; shift 2; sigs="$*"
+for s in $sigs; do trap "echo $who$s >> \"\$D/got\"" $s; done
+if [ -z "$who" ]; then : > "$D/got"; sh "$D/rec.sh" gc- "$n" $sigs & fi
+echo ready > "$D/ready_${who:-p}"
+count() { c=0; while read -r l; do c=$((c+1)); done < "$D/got"; }
+count
+while [ "$c" -lt "$n" ]; do (trap '' $sigs; exec sleep 0.02); count; done
+if [ -z "$who" ]; then wait; fi
+exit 0
+"#;
+
+fn spawn_recorder(d: &TempDir, m: &Marker, sigs: &[&str], n: usize) -> Running {
+    std::fs::write(d.join("rec.sh"), RECORDER).unwrap();
+    let rec = d.join("rec.sh");
+    let n = n.to_string();
+    let mut args = vec!["--", "sh", rec.to_str().unwrap(), "", &n];
+    args.extend_from_slice(sigs);
+    let mut c = init_cmd(&args, m);
+    c.env("D", d.s());
+    let r = Running::spawn(&mut c);
+    await_file(&d.join("ready_p"), "the child's traps");
+    await_file(&d.join("ready_gc-"), "the grandchild's traps");
+    r
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[test]
+fn signals_are_forwarded_to_the_whole_process_group() {
+    let d = TempDir::new("fwd");
+    let m = Marker::new("fwd");
+    let names = ["USR1", "USR2", "HUP", "WINCH", "ALRM", "PIPE", "CONT"];
+    let sigs = [
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGHUP,
+        libc::SIGWINCH,
+        libc::SIGALRM,
+        libc::SIGPIPE,
+        libc::SIGCONT,
+    ];
+    let r = spawn_recorder(&d, &m, &names, 2 * names.len());
+    for (i, s) in sigs.iter().enumerate() {
+        r.signal(*s);
+        // One at a time: standard signals do not queue, so wait for both receipts.
+        await_lines(
+            &d.join("got"),
+            2 * (i + 1),
+            &format!("receipt of {}", names[i]),
+        );
+    }
+    let out = r.finish(LIMIT);
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
+    let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    want.extend(names.iter().map(|n| format!("gc-{n}")));
+    assert_eq!(sorted(read_lines(&d.join("got"))), sorted(want));
+}
+
+#[test]
+fn job_control_signals_do_not_stop_the_init() {
+    let d = TempDir::new("tstp");
+    let m = Marker::new("tstp");
+    let names = ["TSTP", "TTIN", "TTOU", "USR1"];
+    let r = spawn_recorder(&d, &m, &names, 2 * names.len());
+    for (i, s) in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU, libc::SIGUSR1]
+        .iter()
+        .enumerate()
+    {
+        r.signal(*s);
+        // A stopped init would forward nothing more, so the receipt proves it kept running.
+        await_lines(
+            &d.join("got"),
+            2 * (i + 1),
+            &format!("receipt of {}", names[i]),
+        );
+        let st = proc_state(r.pid());
+        assert!(
+            st.is_some_and(|c| c != 'T' && c != 't'),
+            "init state after SIG{}: {st:?}",
+            names[i]
+        );
+    }
+    let out = r.finish(LIMIT);
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
+}
+
+/// The init ignores nothing it receives: job-control signals do not stop it even when the child
+/// does not handle them (the child itself may stop or not; the init must go on).
+#[test]
+fn job_control_signals_do_not_stop_the_init_even_with_default_child() {
+    let d = TempDir::new("tstp2");
+    let m = Marker::new("tstp2");
+    let mut c = init_cmd(
+        [
+            "--",
+            "sh",
+            "-c",
+            r#"touch "$D/ready"; while [ ! -e "$D/stop" ]; do sleep 0.02; done"#,
+        ],
+        &m,
+    );
+    c.env("D", d.s());
+    let r = Running::spawn(&mut c);
+    await_file(&d.join("ready"), "child start");
+    for s in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+        r.signal(s);
+    }
+    // Whatever the child did, the init must be runnable and must still relay a SIGCONT and
+    // a SIGTERM, which ends the child.
+    let ok = wait_until(Duration::from_millis(300), || {
+        proc_state(r.pid()).is_some_and(|c| c == 'T' || c == 't')
+    });
+    assert!(!ok, "the init got stopped: state {:?}", proc_state(r.pid()));
+    r.signal(libc::SIGCONT);
+    std::fs::write(d.join("stop"), "").unwrap();
+    let out = r.finish(LIMIT);
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
+}
+
+#[test]
+fn fatal_signals_sent_by_kill_are_forwarded_and_do_not_kill_the_init() {
+    let d = TempDir::new("fatal");
+    let m = Marker::new("fatal");
+    let names = ["SEGV", "ABRT", "BUS", "FPE", "ILL"];
+    let r = spawn_recorder(&d, &m, &names, 2 * names.len());
+    for (i, s) in [
+        libc::SIGSEGV,
+        libc::SIGABRT,
+        libc::SIGBUS,
+        libc::SIGFPE,
+        libc::SIGILL,
+    ]
+    .iter()
+    .enumerate()
+    {
+        r.signal(*s);
+        await_lines(
+            &d.join("got"),
+            2 * (i + 1),
+            &format!("receipt of {}", names[i]),
+        );
+        assert!(
+            proc_state(r.pid()).is_some_and(|c| c != 'Z'),
+            "the init died of SIG{}",
+            names[i]
+        );
+    }
+    // `finish` panics if the init died of a signal.
+    let out = r.finish(LIMIT);
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
+}
+
+#[test]
+fn fatal_signal_to_init_with_default_child_kills_the_child_not_the_init() {
+    let d = TempDir::new("segvchild");
+    let m = Marker::new("segvchild");
+    let mut c = init_cmd(
+        ["--", "sh", "-c", r#"touch "$D/ready"; exec sleep 1000"#],
+        &m,
+    );
+    c.env("D", d.s());
+    let r = Running::spawn(&mut c);
+    await_file(&d.join("ready"), "child start");
+    // `exec sleep` replaced the shell: wait until the child really is `sleep`.
+    assert!(wait_until(LIMIT, || m
+        .pids()
+        .iter()
+        .any(|p| cmdline(*p).starts_with("sleep"))));
+    r.signal(libc::SIGSEGV);
+    let out = r.finish(LIMIT);
+    assert_eq!(
+        out.code,
+        128 + libc::SIGSEGV,
+        "stderr: {}",
+        out.stderr_str()
+    );
+}
+
+#[test]
+fn sigterm_stops_a_cooperative_child_promptly() {
+    let d = TempDir::new("term");
+    let m = Marker::new("term");
+    let mut c = init_cmd(
+        [
+            "--grace",
+            "30s",
+            "--",
+            "sh",
+            "-c",
+            r#"touch "$D/ready"; exec sleep 1000"#,
+        ],
+        &m,
+    );
+    c.env("D", d.s());
+    let r = Running::spawn(&mut c);
+    await_file(&d.join("ready"), "child start");
+    assert!(wait_until(LIMIT, || m
+        .pids()
+        .iter()
+        .any(|p| cmdline(*p).starts_with("sleep"))));
+    let t = std::time::Instant::now();
+    r.signal(libc::SIGTERM);
+    let out = r.finish(LIMIT);
+    assert_eq!(
+        out.code,
+        128 + libc::SIGTERM,
+        "stderr: {}",
+        out.stderr_str()
+    );
+    // Far below the 30 s grace: the init did not wait for a child that is already gone.
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    assert!(m.pids().is_empty(), "survivors: {}", m.describe());
+}
+
+#[test]
+fn sigterm_kills_a_term_ignoring_child_after_the_grace() {
+    for (sig, name) in [(libc::SIGTERM, "TERM"), (libc::SIGINT, "INT")] {
+        let d = TempDir::new("termgrace");
+        let m = Marker::new("termgrace");
+        let mut c = init_cmd(
+            [
+                "--grace",
+                "1s",
+                "--",
+                "sh",
+                "-c",
+                // The grandchild ignores TERM too, and sits in the same group.
+                r#"trap '' TERM INT; sh -c 'sleep 1000' & touch "$D/ready"; while :; do sleep 0.05; done"#,
+            ],
+            &m,
+        );
+        c.env("D", d.s());
+        let r = Running::spawn(&mut c);
+        await_file(&d.join("ready"), "child start");
+        let t = std::time::Instant::now();
+        r.signal(sig);
+        let out = r.finish(LIMIT);
+        let took = t.elapsed();
+        assert_eq!(
+            out.code,
+            128 + libc::SIGKILL,
+            "SIG{name}: the child was SIGKILLed; stderr: {}",
+            out.stderr_str()
+        );
+        assert!(
+            took >= Duration::from_millis(900),
+            "SIG{name}: killed before the 1s grace: {took:?}"
+        );
+        assert!(took < Duration::from_secs(20), "SIG{name}: {took:?}");
+        assert!(m.pids().is_empty(), "SIG{name} survivors: {}", m.describe());
+    }
+}

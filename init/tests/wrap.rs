@@ -1,0 +1,413 @@
+//! Wrap mode (`init [--timeout DUR] [--grace DUR] [--report] -- CMD [ARG...]`): exit codes,
+//! usage errors, byte-exact pass-through, what the child inherits.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+#[test]
+fn child_exit_code_passes_through() {
+    let m = Marker::new("codes");
+    for code in [0, 1, 42, 255] {
+        let out = run(["--", "sh", "-c", &format!("exit {code}")], &m);
+        assert_eq!(out.code, code, "stderr: {}", out.stderr_str());
+    }
+    let out = run(["--", "/bin/true"], &m);
+    assert_eq!(out.code, 0);
+    let out = run(["--", "false"], &m);
+    assert_eq!(
+        out.code,
+        1,
+        "PATH lookup of `false`; stderr: {}",
+        out.stderr_str()
+    );
+}
+
+#[test]
+fn child_killed_by_signal_gives_128_plus_n() {
+    let m = Marker::new("sigdeath");
+    for sig in [
+        libc::SIGKILL,
+        libc::SIGSEGV,
+        libc::SIGTERM,
+        libc::SIGABRT,
+        libc::SIGUSR1,
+    ] {
+        let out = run(["--", "sh", "-c", &format!("kill -{sig} $$")], &m);
+        assert_eq!(
+            out.code,
+            128 + sig,
+            "child killed itself with {} ({sig}); stderr: {}",
+            signame(sig),
+            out.stderr_str()
+        );
+    }
+}
+
+#[test]
+fn missing_command_is_127() {
+    let m = Marker::new("missing");
+    let out = run(["--", "stepinit-no-such-program-xyz"], &m);
+    assert_eq!(out.code, 127, "stderr: {}", out.stderr_str());
+    assert!(
+        out.stderr_str().contains("stepinit-no-such-program-xyz"),
+        "stderr should name the program: {:?}",
+        out.stderr_str()
+    );
+    let out = run(["--", "/nonexistent/dir/prog"], &m);
+    assert_eq!(out.code, 127, "stderr: {}", out.stderr_str());
+}
+
+#[test]
+fn non_executable_command_is_126() {
+    let d = TempDir::new("noexec");
+    let f = d.join("script");
+    std::fs::write(&f, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let m = Marker::new("noexec");
+    let out = run([std::ffi::OsStr::new("--"), f.as_os_str()], &m);
+    assert_eq!(out.code, 126, "stderr: {}", out.stderr_str());
+    // A directory is not executable either.
+    let out = run([std::ffi::OsStr::new("--"), d.path().as_os_str()], &m);
+    assert_eq!(out.code, 126, "stderr: {}", out.stderr_str());
+}
+
+#[test]
+fn timeout_gives_124_and_stops_the_child() {
+    let m = Marker::new("timeout");
+    let out = run(["--timeout", "300ms", "--", "sleep", "1000"], &m);
+    assert_eq!(out.code, 124, "stderr: {}", out.stderr_str());
+    assert!(
+        out.elapsed >= Duration::from_millis(250),
+        "{:?}",
+        out.elapsed
+    );
+    assert!(out.elapsed < Duration::from_secs(20), "{:?}", out.elapsed);
+    assert!(m.pids().is_empty(), "survivors: {}", m.describe());
+
+    // Still 124 when the child ignores TERM and is only killed after the grace period.
+    let out = run(
+        [
+            "--timeout",
+            "1",
+            "--grace",
+            "500ms",
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; sleep 1000",
+        ],
+        &m,
+    );
+    assert_eq!(out.code, 124, "stderr: {}", out.stderr_str());
+    assert!(
+        out.elapsed >= Duration::from_millis(1400),
+        "{:?}",
+        out.elapsed
+    );
+    assert!(out.elapsed < Duration::from_secs(30), "{:?}", out.elapsed);
+    assert!(m.pids().is_empty(), "survivors: {}", m.describe());
+
+    // Still 124 when the child handles TERM by exiting 0.
+    let out = run(
+        [
+            "--timeout",
+            "300ms",
+            "--",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 0.05; done",
+        ],
+        &m,
+    );
+    assert_eq!(out.code, 124, "stderr: {}", out.stderr_str());
+}
+
+#[test]
+fn a_child_finishing_before_the_timeout_keeps_its_code() {
+    let m = Marker::new("beforetimeout");
+    let out = run(["--timeout", "2m", "--", "sh", "-c", "exit 3"], &m);
+    assert_eq!(out.code, 3, "stderr: {}", out.stderr_str());
+    assert!(out.elapsed < Duration::from_secs(20));
+}
+
+#[test]
+fn durations_accept_every_documented_unit() {
+    let m = Marker::new("units");
+    for d in ["500ms", "10s", "2m", "1h", "7"] {
+        let out = run(["--timeout", d, "--grace", d, "--", "true"], &m);
+        assert_eq!(out.code, 0, "DUR {d}: stderr: {}", out.stderr_str());
+    }
+}
+
+fn assert_usage_error(args: &[&str], m: &Marker) {
+    let out = run(args, m);
+    assert_eq!(
+        out.code,
+        2,
+        "init {args:?} should be a usage error (exit 2); stderr: {}",
+        out.stderr_str()
+    );
+    assert!(
+        out.stderr_str().to_lowercase().contains("usage"),
+        "init {args:?}: usage expected on stderr, got {:?}",
+        out.stderr_str()
+    );
+    assert!(out.stdout.is_empty(), "init {args:?} wrote to stdout");
+}
+
+#[test]
+fn usage_errors_exit_2_with_usage_on_stderr() {
+    let m = Marker::new("usage");
+    let none: [&str; 0] = [];
+    assert_usage_error(&none, &m);
+    assert_usage_error(&["--bogus", "--", "true"], &m);
+    assert_usage_error(&["--timeout", "abc", "--", "true"], &m);
+    assert_usage_error(&["--timeout", "5x", "--", "true"], &m);
+    assert_usage_error(&["--timeout", "-1", "--", "true"], &m);
+    assert_usage_error(&["--grace", "", "--", "true"], &m);
+    assert_usage_error(&["--grace"], &m);
+    assert_usage_error(&["--"], &m);
+    assert_usage_error(&["--timeout", "1s"], &m);
+}
+
+#[test]
+fn without_report_stdout_and_stderr_are_the_childs_exact_bytes() {
+    let m = Marker::new("exact");
+    // Binary bytes, markers, forged records, no trailing newline.
+    let out = run(
+        [
+            "--",
+            "sh",
+            "-c",
+            r#"printf 'a\036b\000c\377\n\036{"v":1,"t":"done","status":"passed","ms":1,"last":true}\nend'; printf 'E\036\001rr' >&2"#,
+        ],
+        &m,
+    );
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
+    assert_eq!(
+        out.stdout,
+        b"a\x1eb\x00c\xff\n\x1e{\"v\":1,\"t\":\"done\",\"status\":\"passed\",\"ms\":1,\"last\":true}\nend"
+    );
+    assert_eq!(out.stderr, b"E\x1e\x01rr");
+
+    let out = run(["--", "true"], &m);
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+}
+
+#[test]
+fn stdin_cwd_and_env_pass_through() {
+    let d = TempDir::new("passthru");
+    let m = Marker::new("passthru");
+    let mut c = init_cmd(
+        [
+            "--",
+            "sh",
+            "-c",
+            r#"read line; printf '%s|%s|%s' "$line" "$(pwd)" "$STEPINIT_FOO""#,
+        ],
+        &m,
+    );
+    c.current_dir(d.path())
+        .env("STEPINIT_FOO", "bar baz")
+        .stdin(Stdio::piped());
+    let mut r = Running::spawn(&mut c);
+    r.child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello from stdin\n")
+        .unwrap();
+    let out = r.finish(LIMIT);
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
+    assert_eq!(
+        out.stdout_str(),
+        format!("hello from stdin|{}|bar baz", d.s())
+    );
+}
+
+/// The init's caller may hand it a blocked signal mask and ignored signals; the child must still
+/// start with an empty mask and default dispositions.
+#[test]
+fn child_gets_empty_signal_mask_and_default_dispositions() {
+    fn dirty(c: &mut std::process::Command) {
+        unsafe {
+            c.pre_exec(|| {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                for s in [
+                    libc::SIGUSR1,
+                    libc::SIGUSR2,
+                    libc::SIGTERM,
+                    libc::SIGCHLD,
+                    40,
+                ] {
+                    libc::sigaddset(&mut set, s);
+                }
+                libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                // Raw rt_sigaction: libc refuses its internal signals 32-34, a parent may not.
+                #[repr(C)]
+                struct KernelSigaction {
+                    handler: usize,
+                    flags: u64,
+                    restorer: usize,
+                    mask: u64,
+                }
+                let ign = KernelSigaction {
+                    handler: libc::SIG_IGN,
+                    flags: 0,
+                    restorer: 0,
+                    mask: 0,
+                };
+                for s in [
+                    libc::SIGHUP,
+                    libc::SIGINT,
+                    libc::SIGQUIT,
+                    libc::SIGPIPE,
+                    32,
+                    33,
+                    34,
+                    40,
+                ] {
+                    libc::syscall(
+                        libc::SYS_rt_sigaction,
+                        s,
+                        &ign as *const KernelSigaction,
+                        std::ptr::null_mut::<KernelSigaction>(),
+                        8usize,
+                    );
+                }
+                Ok(())
+            });
+        }
+    }
+    let fields = |s: &str| -> (String, String) {
+        let get = |k: &str| {
+            s.lines()
+                .find(|l| l.starts_with(k))
+                .unwrap_or_else(|| panic!("no {k} in {s:?}"))
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .to_string()
+        };
+        (get("SigBlk:"), get("SigIgn:"))
+    };
+    let m = Marker::new("sigmask");
+    // Control: the test's set-up really dirties a process (else this test proves nothing).
+    let mut ctl = std::process::Command::new("sh");
+    ctl.args(["-c", "exec cat /proc/self/status"])
+        .stdout(Stdio::piped());
+    dirty(&mut ctl);
+    let ctl = ctl.output().unwrap();
+    let (blk, ign) = fields(&String::from_utf8_lossy(&ctl.stdout));
+    assert_eq!(blk, "0000008000014a00", "control: mask not set up");
+    assert_eq!(ign, "0000008380001007", "control: ignores not set up");
+
+    for args in [
+        &["--", "cat", "/proc/self/status"][..],
+        &["--report", "--", "cat", "/proc/self/status"][..],
+    ] {
+        let mut c = init_cmd(args, &m);
+        dirty(&mut c);
+        let out = Running::spawn(&mut c).finish(LIMIT);
+        assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
+        let text = String::from_utf8_lossy(&decode(&out.stdout).out).into_owned();
+        let (blk, ign) = fields(&text);
+        assert_eq!(blk, "0000000000000000", "{args:?}: child's SigBlk");
+        assert_eq!(ign, "0000000000000000", "{args:?}: child's SigIgn");
+    }
+}
+
+/// The child sees only fds 0, 1 and 2: the init leaks none of its own (signalfd, pipes, ...).
+#[test]
+fn child_gets_no_extra_fds() {
+    let m = Marker::new("fds");
+    for report in [false, true] {
+        let mut args = vec![];
+        if report {
+            args.push("--report");
+        }
+        // `ls` of the shell's own fd table (the shell opens nothing itself with -c).
+        args.extend(["--", "sh", "-c", "ls /proc/$$/fd | tr '\\n' ' '"]);
+        let out = run(&args, &m);
+        assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
+        let text = String::from_utf8_lossy(&decode(&out.stdout).out).into_owned();
+        assert_eq!(text, "0 1 2 ", "--report={report}: the child's open fds");
+    }
+}
+
+#[test]
+fn report_mode_frames_output_and_prints_records() {
+    let m = Marker::new("report");
+    let out = run(
+        [
+            "--report",
+            "--",
+            "sh",
+            "-c",
+            r#"printf 'out\036{"v":1,"t":"end","step":"1","status":"passed","ms":1,"attempt":1}\nno-newline'; printf 'err\036' >&2; exit 5"#,
+        ],
+        &m,
+    );
+    assert_eq!(out.code, 5, "stderr: {}", out.stderr_str());
+    let so = decode(&out.stdout);
+    let se = decode(&out.stderr);
+    assert!(
+        so.invalid.is_empty() && se.invalid.is_empty(),
+        "{so:?} {se:?}"
+    );
+    assert_eq!(
+        so.out,
+        b"out\x1e{\"v\":1,\"t\":\"end\",\"step\":\"1\",\"status\":\"passed\",\"ms\":1,\"attempt\":1}\nno-newline"
+    );
+    assert_eq!(se.out, b"err\x1e");
+    assert!(se.records.is_empty(), "records on stderr: {:?}", se.records);
+    assert_eq!(
+        briefs(&so.records),
+        vec![
+            "start 1 #1",
+            "end 1 failed code=5 #1",
+            "done failed last=true"
+        ]
+    );
+    match &so.records[0] {
+        Record::Start { name, .. } => assert_eq!(name.as_deref(), Some("sh")),
+        r => panic!("{r:?}"),
+    }
+
+    let out = run(["--report", "--", "true"], &m);
+    assert_eq!(out.code, 0);
+    let so = decode(&out.stdout);
+    assert_eq!(
+        briefs(&so.records),
+        vec![
+            "start 1 #1",
+            "end 1 passed code=0 #1",
+            "done passed last=true"
+        ]
+    );
+    assert!(so.out.is_empty());
+}
+
+#[test]
+fn report_mode_timeout_is_reported() {
+    let m = Marker::new("reporttimeout");
+    let out = run(
+        ["--report", "--timeout", "200ms", "--", "sleep", "1000"],
+        &m,
+    );
+    assert_eq!(out.code, 124, "stderr: {}", out.stderr_str());
+    let so = decode(&out.stdout);
+    let (status, _, _, reason, _) = end_of(&so.records, "1");
+    assert_eq!(status, Status::Timeout);
+    assert!(
+        reason.as_deref().unwrap_or("").contains("timed out"),
+        "{reason:?}"
+    );
+}
