@@ -706,7 +706,10 @@ impl Machine {
                     let n = &self.nodes[i];
                     if phase == Phase::Running {
                         // A group entered by an earlier container (or the workflow itself).
-                        self.cursor = Cursor::Enter(n.children[0]);
+                        self.cursor = match n.children.first() {
+                            Some(&c) => Cursor::Enter(c),
+                            None => Cursor::Leave(i),
+                        };
                         continue;
                     }
                     if n.first_container > self.group {
@@ -754,7 +757,10 @@ impl Machine {
                         name: n.name.clone(),
                         attempt: 1,
                     }));
-                    let first = n.children[0];
+                    let next = match n.children.first() {
+                        Some(&c) => Cursor::Enter(c),
+                        None => Cursor::Leave(i),
+                    };
                     let deadline = n.timeout_ms.map(|t| now.saturating_add(t));
                     let s = &mut self.st[i];
                     s.phase = Phase::Running;
@@ -762,7 +768,7 @@ impl Machine {
                     s.attempt = 1;
                     s.deadline_ms = deadline;
                     out.push(Action::Save);
-                    self.cursor = Cursor::Enter(first);
+                    self.cursor = next;
                 }
             }
         }
