@@ -578,14 +578,19 @@ unsafe fn child_after_fork(c: &ChildCtx) -> ! {
     if !c.cwd.is_null() && libc::chdir(c.cwd) != 0 {
         fail(1);
     }
+    // Only root switches (and drops supplementary groups); a non-root init asked for its own
+    // uid/gid (a spec mirroring the container's securityContext) has nothing to do.
+    let root = libc::geteuid() == 0;
     if let Some(g) = l.gid {
-        if libc::syscall(libc::SYS_setgroups, 0, 0) != 0 || libc::syscall(libc::SYS_setgid, g) != 0
-        {
+        if root && libc::syscall(libc::SYS_setgroups, 0, 0) != 0 {
+            fail(2);
+        }
+        if (root || g != libc::getegid()) && libc::syscall(libc::SYS_setgid, g) != 0 {
             fail(2);
         }
     }
     if let Some(u) = l.uid {
-        if libc::syscall(libc::SYS_setuid, u) != 0 {
+        if u != libc::geteuid() && libc::syscall(libc::SYS_setuid, u) != 0 {
             fail(2);
         }
     }

@@ -361,7 +361,16 @@ impl Driver<'_> {
                 Ok(())
             }
             Err(e) => {
-                let (code, reason) = proc::describe_spawn_error(e, prog, l.working_dir.as_deref());
+                let (code, mut reason) =
+                    proc::describe_spawn_error(e, prog, l.working_dir.as_deref());
+                if let proc::SpawnError::Credentials(err) = e {
+                    let id = |v: Option<u32>| v.map_or("-".to_string(), |x| x.to_string());
+                    reason = format!(
+                        "cannot switch to runAsUser {} runAsGroup {}: {err}",
+                        id(l.uid),
+                        id(l.gid)
+                    );
+                }
                 Err((Some(code), reason))
             }
         }
