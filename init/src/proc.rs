@@ -142,14 +142,21 @@ impl Supervisor {
     pub fn learn_ignored_signals(&mut self) {
         let mut mask = 0u64;
         for sig in 1..65 {
-            // SAFETY: querying a disposition with a valid out-pointer.
-            unsafe {
-                let mut old: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
-                    && old.sa_sigaction != libc::SIG_DFL
-                {
-                    mask |= 1 << (sig - 1);
-                }
+            // The raw call: the C library refuses to show its reserved signals (32-34), which an
+            // ignoring parent may still have set. Kernel sigaction: handler first.
+            let mut old = [0usize; 4];
+            // SAFETY: querying a disposition into a buffer of the kernel's struct size.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    0usize,
+                    old.as_mut_ptr(),
+                    8usize,
+                )
+            };
+            if r == 0 && old[0] != libc::SIG_DFL {
+                mask |= 1 << (sig - 1);
             }
         }
         self.ignored = Some(mask);
