@@ -165,6 +165,8 @@ pub struct State {
 #[derive(Debug, Clone)]
 struct Leaf {
     argv: Vec<String>,
+    /// A `shell` step: argv[0] is the shell this container resolved (not part of the spec).
+    shell: bool,
     working_dir: Option<String>,
     uid: Option<u32>,
     gid: Option<u32>,
@@ -814,6 +816,7 @@ fn add_children(
             };
             Some(Leaf {
                 argv,
+                shell: s.shell.is_some(),
                 working_dir: s.working_dir.clone(),
                 uid: s.run_as_user,
                 gid: s.run_as_group,
@@ -888,7 +891,8 @@ fn fingerprint(nodes: &[Node]) -> String {
         eat(&(n.parent as u64).to_le_bytes());
         eat(&n.first_container.to_le_bytes());
         if let Some(l) = &n.leaf {
-            for a in &l.argv {
+            // The spec's own words only: each container resolves the shell for itself.
+            for a in l.argv.iter().skip(usize::from(l.shell)) {
                 eat(a.as_bytes());
             }
         }
@@ -1470,6 +1474,20 @@ mod tests {
         });
         assert_eq!(r2.log, ["E:3=skipped#0", "D=aborted!"]);
         assert_eq!(r2.code, EXIT_ABORTED);
+    }
+
+    #[test]
+    fn a_state_fits_containers_that_resolve_the_shell_differently() {
+        let s = spec(
+            THREE
+                .replace(
+                    r#"{"command":["ok"],"container":1}"#,
+                    r#"{"shell":"true","container":1}"#,
+                )
+                .as_str(),
+        );
+        let st = Machine::new(&s, 0, "/bin/sh", None).unwrap().state();
+        assert!(Machine::new(&s, 1, "/shared/sh", Some(st)).is_ok());
     }
 
     #[test]
