@@ -67,6 +67,9 @@ pub enum Action {
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     Pending,
+    /// Skipped (a skipped group, an abort) by an earlier container; the container that owns the
+    /// node reports it (with the saved reason).
+    SkipPending,
     Running,
     Passed,
     Failed,
@@ -78,7 +81,7 @@ pub enum Phase {
 impl Phase {
     pub fn status(self) -> Option<Status> {
         Some(match self {
-            Phase::Pending | Phase::Running => return None,
+            Phase::Pending | Phase::SkipPending | Phase::Running => return None,
             Phase::Passed => Status::Passed,
             Phase::Failed => Status::Failed,
             Phase::Skipped => Status::Skipped,
@@ -117,6 +120,9 @@ pub struct NodeState {
     pub attempt: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<i32>,
+    /// Why a `skipPending` node is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -139,6 +145,7 @@ impl NodeState {
             deadline_ms: None,
             attempt: 0,
             code: None,
+            reason: None,
         }
     }
 }
@@ -576,23 +583,46 @@ impl Machine {
         }
     }
 
+    /// The container that reports a node: a leaf's own, a group's last (where it ends).
+    fn owner(&self, i: usize) -> u32 {
+        match &self.nodes[i].leaf {
+            Some(l) => l.container,
+            None => self.nodes[i].last_container,
+        }
+    }
+
+    /// Skips a subtree: this container reports the nodes it owns (and those of containers that
+    /// already ended); nodes of later containers are left `skipPending` for them to report, so
+    /// each container's log holds its own steps only.
     fn skip_subtree(&mut self, i: usize, reason: &str, out: &mut Vec<Action>) {
         // Post-order, like a group's end coming after its children's.
         for c in self.nodes[i].children.clone() {
             self.skip_subtree(c, reason, out);
         }
-        if self.st[i].phase == Phase::Pending {
-            self.st[i].phase = Phase::Skipped;
-            out.push(Action::Emit(Record::End {
-                step: self.nodes[i].id.clone(),
-                status: Status::Skipped,
-                code: None,
-                ms: 0,
-                attempt: 0,
-                reason: Some(reason.to_string()),
-            }));
-            self.reported.push(i);
+        let phase = self.st[i].phase;
+        if phase != Phase::Pending && phase != Phase::SkipPending {
+            return;
         }
+        // A reason saved by the container that decided the skip wins.
+        let reason = self.st[i]
+            .reason
+            .take()
+            .unwrap_or_else(|| reason.to_string());
+        if self.owner(i) > self.group {
+            self.st[i].phase = Phase::SkipPending;
+            self.st[i].reason = Some(reason);
+            return;
+        }
+        self.st[i].phase = Phase::Skipped;
+        out.push(Action::Emit(Record::End {
+            step: self.nodes[i].id.clone(),
+            status: Status::Skipped,
+            code: None,
+            ms: 0,
+            attempt: 0,
+            reason: Some(reason),
+        }));
+        self.reported.push(i);
     }
 
     fn start_attempt(&mut self, i: usize, attempt: u32, now: u64, out: &mut Vec<Action>) {
@@ -717,6 +747,13 @@ impl Machine {
                     if n.first_container > self.group {
                         // Leaves are in container order: all that is left belongs to later ones.
                         self.cursor = Cursor::Finished;
+                        continue;
+                    }
+                    if phase == Phase::SkipPending {
+                        // Skipped by an earlier container: report our part of it.
+                        self.skip_subtree(i, "skipped", out);
+                        out.push(Action::Save);
+                        self.cursor = self.after(i);
                         continue;
                     }
                     let (last_container, condition) = (n.last_container, n.condition);
@@ -1450,30 +1487,66 @@ mod tests {
     fn an_abort_is_honoured_by_later_containers() {
         let s = spec(THREE);
         let r0 = drive(&s, 0, None, |_| Out::Abort);
-        // The group is entered by container 0, which skips it whole (later leaves included).
+        // The group is skipped by container 0; each container reports its own part of it.
         assert_eq!(
             r0.log,
-            [
-                "S:1#1",
-                "E:1=aborted/143#1",
-                "E:g.1=skipped#0",
-                "E:g.2=skipped#0",
-                "E:g.3=skipped#0",
-                "E:g.4=skipped#0",
-                "E:g=skipped#0",
-                "D=aborted"
-            ]
+            ["S:1#1", "E:1=aborted/143#1", "E:g.1=skipped#0", "D=aborted"]
         );
         assert_eq!(r0.code, 0);
         let r1 = drive(&s, 1, Some(r0.state), |_| {
             panic!("nothing runs after an abort")
         });
-        assert_eq!(r1.log, ["D=aborted"]);
+        assert_eq!(r1.log, ["E:g.2=skipped#0", "E:g.3=skipped#0", "D=aborted"]);
         let r2 = drive(&s, 2, Some(r1.state), |_| {
             panic!("nothing runs after an abort")
         });
-        assert_eq!(r2.log, ["E:3=skipped#0", "D=aborted!"]);
+        assert_eq!(
+            r2.log,
+            [
+                "E:g.4=skipped#0",
+                "E:g=skipped#0",
+                "E:3=skipped#0",
+                "D=aborted!"
+            ]
+        );
         assert_eq!(r2.code, EXIT_ABORTED);
+    }
+
+    #[test]
+    fn a_skipped_group_is_reported_by_the_containers_that_own_its_parts() {
+        let s = spec(
+            r#"{"version":1,"containers":[{},{},{}],"steps":[
+            {"command":["fail"],"container":0},
+            {"id":"g","steps":[{"command":["ok"],"container":0},{"command":["ok"],"container":1,"condition":"always"},{"command":["ok"],"container":2}]},
+            {"command":["ok"],"container":2,"condition":"always"}]}"#,
+        );
+        let r0 = drive(&s, 0, None, by_name);
+        assert_eq!(
+            r0.log,
+            ["S:1#1", "E:1=failed/1#1", "E:g.1=skipped#0", "D=failed"]
+        );
+        let r1 = drive(&s, 1, Some(r0.state), by_name);
+        assert_eq!(r1.log, ["E:g.2=skipped#0", "D=failed"]);
+        let mut m = Machine::new(&s, 2, "/bin/sh", Some(r1.state.clone())).unwrap();
+        let a = m.start(0);
+        let Action::Emit(Record::End { reason, .. }) = &a[0] else {
+            panic!("{a:?}")
+        };
+        assert_eq!(
+            reason.as_deref(),
+            Some("condition: passed, and a step failed")
+        );
+        let r2 = drive(&s, 2, Some(r1.state), by_name);
+        assert_eq!(
+            r2.log,
+            [
+                "E:g.3=skipped#0",
+                "E:g=skipped#0",
+                "S:3#1",
+                "E:3=passed/0#1",
+                "D=failed!"
+            ]
+        );
     }
 
     #[test]
