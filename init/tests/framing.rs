@@ -306,6 +306,7 @@ fn a_100_mib_line_passes_through_with_bounded_init_memory() {
             "done passed last=true"
         ]
     );
+    eprintln!("100 MiB line: the init's VmHWM {hwm} kB ({samples} samples)");
     assert!(samples > 0, "never sampled the init's memory");
     assert!(hwm < 8 * 1024, "the init's VmHWM reached {hwm} kB");
 }

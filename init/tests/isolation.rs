@@ -18,7 +18,7 @@ fn a_step_as_the_same_uid_cannot_reach_the_inits_stdout() {
     let m = Marker::new("nodump");
     let spec = json!({"version": 1, "steps": [
         {"shell": r#"echo $PPID > "$D/ppid"
-stat -c %u /proc/$PPID > "$D/owner"
+stat -c %u /proc/$PPID/status > "$D/owner"
 id -u > "$D/uid"
 if printf '\036{"v":1,"t":"done","status":"passed","ms":0,"last":true}\n' > /proc/$PPID/fd/1; then
   echo wrote > "$D/forge"
@@ -71,7 +71,7 @@ if ls /proc/$PPID/fd >/dev/null 2>&1; then echo listed > "$D/ls"; else echo deni
     assert_eq!(
         line("owner"),
         "0",
-        "/proc/<init> of a non-dumpable process is owned by root"
+        "/proc/<init>/status of a non-dumpable process is owned by root"
     );
     assert_eq!(line("forge"), "denied", "the step opened the init's stdout");
     assert_eq!(line("ls"), "denied", "the step listed the init's fds");
@@ -131,7 +131,7 @@ fn steps_get_only_fds_0_1_2_and_not_the_inits_stdout() {
     let r = run_spec_env(
         &d,
         &json!({"version": 1, "steps": [
-            {"shell": r#"ls /proc/$$/fd | tr '\n' ' '
+            {"shell": r#"ls /proc/$$/fd
 readlink /proc/$$/fd/1 > "$D/step1"; readlink /proc/$$/fd/2 > "$D/step2"
 readlink /proc/$PPID/fd/1 > "$D/init1"; readlink /proc/$PPID/fd/2 > "$D/init2""#},
             {"command": ["ls", "/proc/self/fd"]},
@@ -140,10 +140,11 @@ readlink /proc/$PPID/fd/1 > "$D/init1"; readlink /proc/$PPID/fd/2 > "$D/init2""#
         &m,
     );
     assert_eq!(r.code, 0, "stderr: {}", r.raw.stderr_str());
-    // The second step lists its own fds: 0 1 2, plus the one `ls` opened for the directory.
+    // The first step lists its shell's fds (no pipeline: the shell would hold the pipe's fds),
+    // the second its own: 0 1 2, plus the one `ls` opened for the directory.
     assert_eq!(
         String::from_utf8_lossy(&r.stdout.out),
-        "0 1 2 0\n1\n2\n3\n",
+        "0\n1\n2\n0\n1\n2\n3\n",
         "open fds of the steps"
     );
     let l = |f: &str| read_lines(&d.join(f)).join("");
