@@ -939,13 +939,14 @@ fn fingerprint(nodes: &[Node]) -> String {
 
 /// `1500` -> `1.5s`, `2000` -> `2s`, `250` -> `250ms`.
 pub fn fmt_ms(ms: u64) -> String {
-    if ms < 1000 {
+    let (secs, frac) = (ms / 1000, ms % 1000);
+    if secs == 0 {
         format!("{ms}ms")
-    } else if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
+    } else if frac == 0 {
+        format!("{secs}s")
     } else {
-        let s = format!("{:.3}", ms as f64 / 1000.0);
-        format!("{}s", s.trim_end_matches('0'))
+        let f = format!("{frac:03}");
+        format!("{secs}.{}s", f.trim_end_matches('0'))
     }
 }
 

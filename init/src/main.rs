@@ -15,6 +15,8 @@ use std::os::unix::ffi::OsStringExt;
 
 #[cfg(not(test))]
 #[no_mangle]
+// The C runtime calls this with its own argc/argv; nothing else can.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     let mut args = Vec::with_capacity(argc.max(1) as usize - 1);
     for i in 1..argc.max(1) as usize {

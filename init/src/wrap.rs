@@ -1,6 +1,7 @@
 //! Wrap mode: `init [--timeout DUR] [--grace DUR] [--report] -- CMD [ARG...]`, a drop-in for
 //! tini/dumb-init/catatonit. The lean path: no JSON, no serde, a handful of allocations.
 
+use crate::machine::fmt_ms;
 use crate::proc::{self, Launch, Supervisor, Wake};
 use crate::sys;
 use std::ffi::{CString, OsString};
@@ -231,18 +232,6 @@ fn finish(
         ms,
         last: true,
     });
-}
-
-/// `1500` -> `1.5s`, `2000` -> `2s`, `250` -> `250ms`.
-pub fn fmt_ms(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        let s = format!("{:.3}", ms as f64 / 1000.0);
-        format!("{}s", s.trim_end_matches('0'))
-    }
 }
 
 #[cfg(test)]
