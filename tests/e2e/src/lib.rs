@@ -114,6 +114,32 @@ pub fn wait_output(mut child: Child, limit: Duration, what: &str) -> Output {
     }
 }
 
+/// Runs podman for cleanup: never panics (safe in `Drop` while unwinding); gives up after
+/// `limit`, killing it.
+pub fn podman_quiet(args: &[&str], limit: Duration) {
+    let Ok(mut child) = podman_cmd(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return;
+    };
+    let deadline = Instant::now() + limit;
+    while let Ok(None) = child.try_wait() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!(
+                "cleanup: `podman {}` still running after {limit:?}: killed",
+                args.join(" ")
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Runs podman with the given arguments (2 minutes at most) and returns its output, whatever
 /// its exit status.
 pub fn podman<I, S>(args: I) -> Output
@@ -307,6 +333,27 @@ pub struct CtrState {
     pub exit_code: i32,
 }
 
+/// The container's state, or `None` when podman does not know it (yet).
+pub fn try_inspect(name: &str) -> Option<CtrState> {
+    let o = podman([
+        "inspect",
+        "--type",
+        "container",
+        "--format",
+        "{{.State.Status}} {{.State.ExitCode}}",
+        name,
+    ]);
+    if !o.status.success() {
+        return None;
+    }
+    let out = String::from_utf8_lossy(&o.stdout);
+    let mut it = out.split_whitespace();
+    Some(CtrState {
+        status: it.next()?.to_string(),
+        exit_code: it.next()?.parse().ok()?,
+    })
+}
+
 pub fn inspect(name: &str) -> CtrState {
     let out = podman_ok([
         "inspect",
@@ -404,6 +451,24 @@ impl Ctr {
     }
 }
 
+/// A running `podman kube play`; killed when dropped before it was waited for.
+pub struct Play(Option<Child>);
+
+impl Play {
+    pub fn wait(mut self, limit: Duration) -> Output {
+        wait_output(self.0.take().unwrap(), limit, "podman kube play")
+    }
+}
+
+impl Drop for Play {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A pod played with `podman kube play`, removed with its volumes and files when dropped (also
 /// when the test panics).
 pub struct Pod {
@@ -428,9 +493,12 @@ impl Pod {
         std::fs::create_dir_all(&dir).expect("pod dir");
         let spec_json = serde_json::to_string(spec).expect("spec serializes");
         let mut containers = Vec::new();
+        // podman 4.3 makes an emptyDir a *named* volume called after the pod's volume name,
+        // shared with every other pod using that name and kept after `pod rm`: unique names.
+        let (shared, workspace) = (format!("{name}-shared"), format!("{name}-workspace"));
         let mut volumes = vec![
-            json!({"name": "shared", "emptyDir": {}}),
-            json!({"name": "workspace", "emptyDir": {}}),
+            json!({"name": shared, "emptyDir": {}}),
+            json!({"name": workspace, "emptyDir": {}}),
             json!({"name": "spec", "configMap": {"name": format!("{name}-spec")}}),
         ];
         let mut ctr_json = |c: &Ctr| -> Value {
@@ -450,8 +518,8 @@ impl Pod {
                 "image": c.image,
                 "command": c.command,
                 "volumeMounts": [
-                    {"name": "shared", "mountPath": SHARED},
-                    {"name": "workspace", "mountPath": WORKSPACE},
+                    {"name": shared, "mountPath": SHARED},
+                    {"name": workspace, "mountPath": WORKSPACE},
                     {"name": "spec", "mountPath": SPEC_DIR, "readOnly": true},
                     {"name": vol, "mountPath": "/dev/termination-log"},
                 ],
@@ -512,19 +580,22 @@ impl Pod {
 
     /// `podman kube play` in the background: it returns once the last container has started (it
     /// runs the initContainers one after another first), or when an initContainer failed.
-    pub fn play_spawn(&self) -> Child {
-        podman_cmd(["kube", "play"])
+    /// Declare the returned guard after the pod: it is dropped first, killing a kube play still
+    /// running (it holds the pod's lock, which would block the pod's removal).
+    pub fn play_spawn(&self) -> Play {
+        let child = podman_cmd(["kube", "play"])
             .arg(&self.yaml_path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn podman kube play")
+            .expect("spawn podman kube play");
+        Play(Some(child))
     }
 
     /// `podman kube play`, waited for (at most `limit`).
     pub fn play(&self, limit: Duration) -> Output {
-        wait_output(self.play_spawn(), limit, "podman kube play")
+        self.play_spawn().wait(limit)
     }
 
     /// Plays the pod, waits for its last container to exit, and returns its exit code; panics
@@ -574,10 +645,16 @@ impl Pod {
 
 impl Drop for Pod {
     fn drop(&mut self) {
-        // Best effort, never panicking in drop: remove the pod (its containers and emptyDir
-        // volumes), the ConfigMap's volume and the host files.
-        let _ = podman(["pod", "rm", "-f", "-t", "0", &self.name]);
-        let _ = podman(["volume", "rm", "-f", &format!("{}-spec", self.name)]);
+        // Best effort, never panicking in drop: remove the pod (its containers), its volumes
+        // (ConfigMap and emptyDirs are named volumes in podman) and the host files.
+        let limit = Duration::from_secs(60);
+        podman_quiet(&["pod", "rm", "-f", "-t", "0", &self.name], limit);
+        for v in ["spec", "shared", "workspace"] {
+            podman_quiet(
+                &["volume", "rm", "-f", &format!("{}-{v}", self.name)],
+                limit,
+            );
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -633,7 +710,7 @@ pub struct CtrGuard(pub String);
 
 impl Drop for CtrGuard {
     fn drop(&mut self) {
-        let _ = podman(["rm", "-f", "-t", "0", &self.0]);
+        podman_quiet(&["rm", "-f", "-t", "0", &self.0], Duration::from_secs(60));
     }
 }
 

@@ -64,7 +64,7 @@ fn step_ids(logs: &Logs) -> Vec<String> {
 /// The three-group layout most tests use: root busybox, busybox as 1001, shell-less scratch.
 fn three_groups() -> Vec<spec::Container> {
     vec![
-        spec_ctr("root", None, None),
+        spec_ctr("root", Some((0, 0)), None),
         spec_ctr("user", Some((1001, 1001)), Some("/workspace")),
         spec_ctr("scratch", Some((1001, 1001)), None),
     ]
@@ -347,7 +347,7 @@ fn wait_for_start(pod: &Pod, short: &str, step_id: &str) {
                 return true;
             }
             for c in &pod.containers {
-                let st = inspect(c);
+                let Some(st) = try_inspect(c) else { continue };
                 if st.status == "exited" && (st.exit_code != 0 || *c == container) {
                     panic!(
                         "{c} exited ({}) before step {step_id} started\n{}",
@@ -388,7 +388,7 @@ fn a_sigkilled_init_mid_step_is_reported_aborted_by_the_next_container() {
     wait_for_start(&pod, "root", "killed");
     // The OOM killer or node pressure: SIGKILL to the init (PID 1 of the container).
     podman_ok(["kill", "-s", "KILL", &root]);
-    let o = wait_output(play, LIMIT, "podman kube play");
+    let o = play.wait(LIMIT);
     // podman (as the kubelet with restartPolicy Never) fails the pod start on a failed
     // initContainer and does not start the next containers.
     assert!(
@@ -458,7 +458,7 @@ fn pod_stop_aborts_the_running_step_with_its_grace_and_the_init_exits_130() {
     // (SIGTERM to the init, SIGKILL after 30s) must end in about 1.5s, the step recorded aborted.
     let spec = new_spec(
         vec![
-            spec_ctr("root", None, None),
+            spec_ctr("root", Some((0, 0)), None),
             spec_ctr("scratch", Some((1001, 1001)), None),
         ],
         vec![
@@ -553,7 +553,7 @@ fn stopping_a_running_init_container_aborts_and_later_containers_skip_promptly()
     let t = Instant::now();
     // What the kubelet does to a running initContainer when the pod is deleted.
     podman_ok(["stop", "-t", "30", &root]);
-    let o = wait_output(play, LIMIT, "podman kube play");
+    let o = play.wait(LIMIT);
     let took = t.elapsed();
     // An intermediate container exits 0 whatever happened, so podman starts the next ones: they
     // must see the abort in the state, skip everything and exit at once.
