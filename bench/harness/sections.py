@@ -1,7 +1,8 @@
 """The measured sections 1, 2, 3, 5 and 6 (pods, section 4, are in pods.py).
 
-Each section is a function `(ctx) -> Section`; it raises NotMeasured when a prerequisite is
-missing and Failed when a command it relies on fails."""
+Each section is a function `(ctx, section)` that fills the Section (about, tables, notes,
+targets); it raises NotMeasured when a prerequisite is missing and Failed when a command it
+relies on fails."""
 
 import json
 import os
@@ -18,7 +19,6 @@ from .util import (
     HwmSampler,
     NotMeasured,
     callgrind,
-    callgrind_top,
     children,
     comm,
     hyperfine,
@@ -103,7 +103,10 @@ def write_spec(path, steps):
 
 def check_spec_run(ctx, spec, expect_steps, timeout):
     """Runs `init run spec` once and checks every step passed: the figures are of a real run."""
-    p = subprocess.run([ctx.init, "run", str(spec)], capture_output=True, timeout=timeout)
+    try:
+        p = subprocess.run([ctx.init, "run", str(spec)], capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise Failed(f"`init run {spec}` still running after {timeout}s")
     recs = records(p.stdout)
     ends = [r for r in recs if r.get("t") == "end" and r.get("status") == "passed"]
     done = [r for r in recs if r.get("t") == "done"]
@@ -118,13 +121,13 @@ def check_spec_run(ctx, spec, expect_steps, timeout):
 
 def wrap(ctx, s):
     s.about = (
-                "The cost of putting an init in front of a command: `/bin/true` bare and behind "
-                "each init. Wall time: hyperfine, no shell (`-N`), medians. Instructions: "
-                "`valgrind --tool=callgrind`, user-space instructions (Ir) of the init process "
-                "only (no `--trace-children`: the child stops being counted at its exec), read "
-                "from the `totals:` line of the callgrind out file; deterministic, so immune to "
-                "the machine's load. `bare` counts `/bin/true` itself (dynamically linked: mostly "
-                "the loader).")
+        "The cost of putting an init in front of a command: `/bin/true` bare and behind "
+        "each init. Wall time: hyperfine, no shell (`-N`), medians. Instructions: "
+        "`valgrind --tool=callgrind`, user-space instructions (Ir) of the init process "
+        "only (no `--trace-children`: the child stops being counted at its exec), read "
+        "from the `totals:` line of the callgrind out file; deterministic, so immune to "
+        "the machine's load. `bare` counts `/bin/true` itself (dynamically linked: mostly "
+        "the loader).")
     need_init(ctx)
     need_tini()
     require_tools("hyperfine", "valgrind")
@@ -132,9 +135,9 @@ def wrap(ctx, s):
     rows += [(n, prefix) for n, _, prefix in peers_present(s)]
     cmds = [(name, shlex.join(prefix + ["/bin/true"])) for name, prefix in rows]
     t = hyperfine(cmds, ctx.p["wrap_runs"], ctx.p["wrap_warmup"], ctx.work, "wrap")
-    instr, files = {}, {}
+    instr = {}
     for name, prefix in rows:
-        instr[name], files[name] = callgrind(prefix + ["/bin/true"], ctx.work, name.replace(" ", "_"))
+        instr[name], _ = callgrind(prefix + ["/bin/true"], ctx.work, name.replace(" ", "_"))
     if util.CALLGRIND_WARNINGS:
         s.notes.append("valgrind warnings (the counts may not be representative): "
                        + "; ".join(util.CALLGRIND_WARNINGS))
@@ -160,12 +163,12 @@ def wrap(ctx, s):
 def steps(ctx, s):
     counts = ctx.p["step_counts"]
     s.about = (
-                f"`init run spec.json` with a spec of N steps `{{\"command\":[\"/bin/true\"]}}` "
-                "against `/bin/sh -c '/bin/true; /bin/true; ...'` running the same N commands "
-                f"(N = {', '.join(map(str, counts))}), hyperfine without a shell, stdout discarded. "
-                "Each init run is first checked once: N `end` records with status passed and a "
-                "passed `done`. Per step = median / N; marginal = extra time per extra step "
-                "between two sizes (flat per-step cost means linear growth).")
+        f"`init run spec.json` with a spec of N steps `{{\"command\":[\"/bin/true\"]}}` "
+        "against `/bin/sh -c '/bin/true; /bin/true; ...'` running the same N commands "
+        f"(N = {', '.join(map(str, counts))}), hyperfine without a shell, stdout discarded. "
+        "Each init run is first checked once: N `end` records with status passed and a "
+        "passed `done`. Per step = median / N; marginal = extra time per extra step "
+        "between two sizes (flat per-step cost means linear growth).")
     need_init(ctx)
     require_tools("hyperfine")
     t_init, t_sh = {}, {}
@@ -226,14 +229,14 @@ def linear_fit(xs, ys):
 def output(ctx, s):
     size, line = ctx.p["output_size"], ctx.p["line_size"]
     s.about = (
-                f"{human(size)} of log lines (`yes LINE | head -c {size}`) and a single "
-                f"{human(line)} line (`cat` of a file holding {human(line)} of `x` and a "
-                "newline), written by a step, relayed by the init in spec mode (framed) into the "
-                "sink, against the same generator piped through `cat`. Sink: `/dev/null`, or a pipe "
-                "into `cat > /dev/null` (as a container runtime reads a log pipe). Throughput = "
-                "bytes / median wall time (hyperfine with a shell; GB = 10^9 bytes). Peak RSS: "
-                "VmHWM of the relaying process (the init, or `cat`), sampled from /proc every 5 ms "
-                "during a separate run whose output is counted by `wc -c` and checked.")
+        f"{human(size)} of log lines (`yes LINE | head -c {size}`) and a single "
+        f"{human(line)} line (`cat` of a file holding {human(line)} of `x` and a "
+        "newline), written by a step, relayed by the init in spec mode (framed) into the "
+        "sink, against the same generator piped through `cat`. Sink: `/dev/null`, or a pipe "
+        "into `cat > /dev/null` (as a container runtime reads a log pipe). Throughput = "
+        "bytes / median wall time (hyperfine with a shell; GB = 10^9 bytes). Peak RSS: "
+        "VmHWM of the relaying process (the init, or `cat`), sampled from /proc every 5 ms "
+        "during a separate run whose output is counted by `wc -c` and checked.")
     need_init(ctx)
     require_tools("hyperfine", "yes", "head", "cat", "wc")
     work = Path(ctx.work)
@@ -321,11 +324,11 @@ def relay_peak(ctx, relay, producer, nbytes):
 
 def size_rss(ctx, s):
     s.about = (
-                "File size of each init binary, and its peak RSS (VmHWM from /proc/PID/status) "
-                "once its child `sleep` runs: the init is started as `INIT ... sleep 10`, VmHWM is "
-                "read when /proc shows its child has exec'd `sleep`, then the init gets SIGTERM "
-                f"(forwarded to the child). Median of {ctx.p['rss_reps']} starts; not PID 1 "
-                "(a subreaper, as tini -s).")
+        "File size of each init binary, and its peak RSS (VmHWM from /proc/PID/status) "
+        "once its child `sleep` runs: the init is started as `INIT ... sleep 10`, VmHWM is "
+        "read when /proc shows its child has exec'd `sleep`, then the init gets SIGTERM "
+        f"(forwarded to the child). Median of {ctx.p['rss_reps']} starts; not PID 1 "
+        "(a subreaper, as tini -s).")
     need_init(ctx)
     need_tini()
     inits = [("init", ctx.init, [ctx.init, "--"])] + peers_present(s)
@@ -394,14 +397,14 @@ def hwm_while_sleeping(prefix, want_smaps=False, timeout=10):
 
 def criterion(ctx, s):
     s.about = (
-                "`cargo bench -p stepinit-bench --bench protocol` (bench/benches/protocol.rs), "
-                "release profile as the init. escape: `Framer::user_bytes` on 64 KiB of clean log "
-                "text (the no-copy scan), with a marker every 8th byte, and all markers. encode: "
-                "`Framer::record` of 1,000 start/end records. decode: `Decoder::feed` in 64 KiB "
-                "chunks of a 4 MiB framed log (records every 64 KiB), of a marker-heavy one, and "
-                "of 10,000 records. spec_parse: `serde_json` into `protocol::Spec` plus "
-                "`validate()`, 100 and 10,000 steps. Throughput in GB/s (10^9 bytes) of input; "
-                "median of criterion's samples.")
+        "`cargo bench -p stepinit-bench --bench protocol` (bench/benches/protocol.rs), "
+        "release profile as the init. escape: `Framer::user_bytes` on 64 KiB of clean log "
+        "text (the no-copy scan), with a marker every 8th byte, and all markers. encode: "
+        "`Framer::record` of 1,000 start/end records. decode: `Decoder::feed` in 64 KiB "
+        "chunks of a 4 MiB framed log (records every 64 KiB), of a marker-heavy one, and "
+        "of 10,000 records. spec_parse: `serde_json` into `protocol::Spec` plus "
+        "`validate()`, 100 and 10,000 steps. Throughput in GB/s (10^9 bytes) of input; "
+        "median of criterion's samples.")
     require_tools("cargo")
     env = dict(os.environ, CRITERION_HOME=str(Path(ctx.work) / "criterion"))
     cargo = ["cargo", "bench", "-p", "stepinit-bench", "--bench", "protocol",
