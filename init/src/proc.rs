@@ -185,11 +185,19 @@ impl Supervisor {
                 *p = sys::pipe().map_err(SpawnError::Fork)?;
             }
         }
-        let (err_r, err_w) = match sys::pipe() {
-            Ok(p) => p,
-            Err(e) => {
-                close_pipes(&pipes);
-                return Err(SpawnError::Fork(e));
+        // How the child reports a failure before exec: after vfork it shares our memory and
+        // writes `shared_err` (we resume only once it has exec'd or exited); after fork, a
+        // close-on-exec pipe.
+        let mut shared_err = [0i32; 2];
+        let (err_r, err_w) = if self.vfork {
+            (-1, -1)
+        } else {
+            match sys::pipe() {
+                Ok(p) => p,
+                Err(e) => {
+                    close_pipes(&pipes);
+                    return Err(SpawnError::Fork(e));
+                }
             }
         };
         let none: *const c_char = std::ptr::null();
@@ -204,6 +212,7 @@ impl Supervisor {
             cwd,
             pipes,
             err_w,
+            err: &mut shared_err,
             ignored: self.ignored,
         };
         let arg = &ctx as *const ChildCtx as *mut libc::c_void;
@@ -234,8 +243,10 @@ impl Supervisor {
         if pid < 0 {
             let e = Errno::last();
             close_pipes(&pipes);
-            sys::close(err_r);
-            sys::close(err_w);
+            if err_r >= 0 {
+                sys::close(err_r);
+                sys::close(err_w);
+            }
             return Err(SpawnError::Fork(e));
         }
         // After fork, also set the group from our side: no window where kill(-pid) would miss
@@ -243,7 +254,6 @@ impl Supervisor {
         if !self.vfork {
             unsafe { libc::setpgid(pid, pid) };
         }
-        sys::close(err_w);
         let mut streams = Vec::new();
         if l.relay {
             for (which, p) in pipes.iter().enumerate() {
@@ -251,13 +261,26 @@ impl Supervisor {
                 streams.push(Stream { fd: p.0, which });
             }
         }
-        let mut msg = [0u8; 8];
-        let n = read_full(err_r, &mut msg);
-        sys::close(err_r);
-        if n == 8 {
+        let [stage, errno] = if err_r >= 0 {
+            sys::close(err_w);
+            let mut msg = [0u8; 8];
+            let n = read_full(err_r, &mut msg);
+            sys::close(err_r);
+            if n == 8 {
+                [
+                    i32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]),
+                    i32::from_ne_bytes([msg[4], msg[5], msg[6], msg[7]]),
+                ]
+            } else {
+                [0, 0]
+            }
+        } else {
+            // SAFETY: the vfork child wrote it (or not) before we resumed.
+            unsafe { std::ptr::read_volatile(&shared_err) }
+        };
+        if stage != 0 {
             // The child failed before exec and exits 127: collect it now, report the reason.
-            let stage = i32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
-            let errno = Errno(i32::from_ne_bytes([msg[4], msg[5], msg[6], msg[7]]));
+            let errno = Errno(errno);
             let mut st = 0;
             unsafe { libc::waitpid(pid, &mut st, 0) };
             for s in &streams {
@@ -530,14 +553,15 @@ unsafe fn current_environ() -> *const *const c_char {
     environ
 }
 
-/// The child between fork and exec: async-signal-safe calls only, no allocation, no return.
 /// What the child needs between fork/clone and exec, prepared by the parent.
 struct ChildCtx<'a> {
     l: &'a Launch<'a>,
     envp: *const *const c_char,
     cwd: *const c_char,
     pipes: [(libc::c_int, libc::c_int); 2],
+    /// Fork: the pipe to report a failure on. Vfork: -1, and `err` (shared memory) is used.
     err_w: libc::c_int,
+    err: *mut [i32; 2],
     ignored: Option<u64>,
 }
 
@@ -549,14 +573,19 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
 
 /// The child between fork and exec: system calls only, no allocation, no lock, no return. It may
 /// share the parent's memory (CLONE_VM|CLONE_VFORK), so it writes nothing but its own stack, and
-/// uses raw system calls where the C library would take locks (set*id, sigaction).
+/// uses raw system calls where the C library would take locks (set*id, sigaction). After vfork it
+/// writes one thing of the parent's: `err`, on failure, right before it exits.
 unsafe fn child_after_fork(c: &ChildCtx) -> ! {
     let fail = |stage: i32| -> ! {
         let e = Errno::last().0;
-        let mut msg = [0u8; 8];
-        msg[..4].copy_from_slice(&stage.to_ne_bytes());
-        msg[4..].copy_from_slice(&e.to_ne_bytes());
-        libc::write(c.err_w, msg.as_ptr().cast(), 8);
+        if c.err_w < 0 {
+            std::ptr::write_volatile(c.err, [stage, e]);
+        } else {
+            let mut msg = [0u8; 8];
+            msg[..4].copy_from_slice(&stage.to_ne_bytes());
+            msg[4..].copy_from_slice(&e.to_ne_bytes());
+            libc::write(c.err_w, msg.as_ptr().cast(), 8);
+        }
         libc::_exit(127)
     };
     let l = c.l;

@@ -208,7 +208,14 @@ pub fn run(args: &[OsString]) -> i32 {
     let mut d = Driver {
         sup: &mut sup,
         state_file,
-        base_env: std::env::vars_os().collect(),
+        base_env: std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let mut b = k.into_vec();
+                b.push(b'=');
+                b.extend_from_slice(v.as_bytes());
+                CString::new(b).ok()
+            })
+            .collect(),
         home_dir: init_dir().map(|d| d.join("home")),
         child: None,
         deadline: None,
@@ -279,7 +286,8 @@ pub fn run(args: &[OsString]) -> i32 {
 struct Driver<'a> {
     sup: &'a mut Supervisor,
     state_file: Option<PathBuf>,
-    base_env: Vec<(OsString, OsString)>,
+    /// The init's environment as `KEY=VALUE` strings, made once.
+    base_env: Vec<CString>,
     home_dir: Option<PathBuf>,
     child: Option<Child>,
     deadline: Option<u64>,
@@ -300,50 +308,79 @@ impl Driver<'_> {
 
     /// Resolves and starts one attempt; Err: (code, reason) for the step's end record.
     fn spawn(&mut self, l: &Launch) -> Result<(), (Option<i32>, String)> {
-        let mut env = self.base_env.clone();
+        let nul = |what: &str| (None, format!("{what} contains a NUL byte"));
+        // The step's variables over the init's (prepared once): later wins, no per-step copy of
+        // the whole environment.
+        let mut over: Vec<(&[u8], &[u8])> = Vec::with_capacity(l.env.len() + 1);
         for (k, v) in &l.env {
-            set_env(&mut env, k.as_bytes(), v.as_bytes());
+            match over.iter_mut().find(|(key, _)| *key == k.as_bytes()) {
+                Some(e) => e.1 = v.as_bytes(),
+                None => over.push((k.as_bytes(), v.as_bytes())),
+            }
         }
-        self.fix_home(&mut env, l.uid, l.gid);
+        let lookup = |over: &[(&[u8], &[u8])], key: &str| -> Option<Vec<u8>> {
+            let key = key.as_bytes();
+            match over.iter().find(|(k, _)| *k == key) {
+                Some((_, v)) => Some(v.to_vec()),
+                None => self.base_env.iter().find_map(|c| {
+                    let b = c.as_bytes();
+                    (b.len() > key.len() && b.starts_with(key) && b[key.len()] == b'=')
+                        .then(|| b[key.len() + 1..].to_vec())
+                }),
+            }
+        };
+        let new_home = self.home_fix(lookup(&over, "HOME"), l.uid, l.gid);
+        if let Some(h) = &new_home {
+            match over.iter_mut().find(|(k, _)| *k == b"HOME") {
+                Some(e) => e.1 = h,
+                None => over.push((b"HOME", h)),
+            }
+        }
         if let Some(wd) = &l.working_dir {
             make_working_dir(Path::new(wd), l.uid, l.gid)
                 .map_err(|e| (None, format!("cannot create working directory {wd}: {e}")))?;
         }
         let prog = l.argv.first().map(String::as_str).unwrap_or("");
-        let path_var = env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.to_string_lossy().into_owned())
+        let path_var = lookup(&over, "PATH")
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
             .unwrap_or_else(|| {
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
             });
         let path = proc::resolve_program(prog, &path_var).map_err(|(c, r)| (Some(c), r))?;
-        let nul = |what: &str| (None, format!("{what} contains a NUL byte"));
         let argv_c = l
             .argv
             .iter()
             .map(|a| CString::new(a.as_bytes()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| nul("an argument"))?;
-        let env_c = env
+        let extra_c = over
             .iter()
             .map(|(k, v)| {
-                let mut b = k.as_bytes().to_vec();
+                let mut b = Vec::with_capacity(k.len() + v.len() + 1);
+                b.extend_from_slice(k);
                 b.push(b'=');
-                b.extend_from_slice(v.as_bytes());
+                b.extend_from_slice(v);
                 CString::new(b)
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| nul("an environment variable"))?;
+        let mut envp: Vec<*const libc::c_char> =
+            Vec::with_capacity(self.base_env.len() + extra_c.len() + 1);
+        for c in &self.base_env {
+            let b = c.as_bytes();
+            let key = &b[..b.iter().position(|&x| x == b'=').unwrap_or(b.len())];
+            if !over.iter().any(|(k, _)| *k == key) {
+                envp.push(c.as_ptr());
+            }
+        }
+        envp.extend(extra_c.iter().map(|c| c.as_ptr()));
+        envp.push(std::ptr::null());
         let cwd_c = match &l.working_dir {
             Some(w) => Some(CString::new(w.as_bytes()).map_err(|_| nul("workingDir"))?),
             None => None,
         };
         let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
         argv.push(std::ptr::null());
-        let mut envp: Vec<*const libc::c_char> = env_c.iter().map(|c| c.as_ptr()).collect();
-        envp.push(std::ptr::null());
         let launch = proc::Launch {
             path: &path,
             argv: &argv,
@@ -378,17 +415,18 @@ impl Driver<'_> {
 
     /// Steps whose HOME is missing or not writable (by their uid) get a writable one: under the
     /// shared volume (`init setup` prepares DIR/home), else under /tmp.
-    fn fix_home(&self, env: &mut Vec<(OsString, OsString)>, uid: Option<u32>, gid: Option<u32>) {
+    fn home_fix(
+        &self,
+        home: Option<Vec<u8>>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Option<Vec<u8>> {
+        // SAFETY: geteuid/getegid cannot fail.
         let uid = uid.unwrap_or_else(|| unsafe { libc::geteuid() });
         let gid = gid.unwrap_or_else(|| unsafe { libc::getegid() });
-        let home = env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "HOME")
-            .map(|(_, v)| v.clone());
         if let Some(h) = &home {
-            if writable_by(Path::new(h), uid, gid) {
-                return;
+            if writable_by(Path::new(std::ffi::OsStr::from_bytes(h)), uid, gid) {
+                return None;
             }
         }
         for base in self
@@ -399,18 +437,10 @@ impl Driver<'_> {
         {
             let dir = base.join(uid.to_string());
             if ensure_private_dir(&dir, uid, gid) {
-                set_env(env, b"HOME", dir.as_os_str().as_bytes());
-                return;
+                return Some(dir.into_os_string().into_vec());
             }
         }
-    }
-}
-
-fn set_env(env: &mut Vec<(OsString, OsString)>, k: &[u8], v: &[u8]) {
-    let v = OsString::from_vec(v.to_vec());
-    match env.iter_mut().find(|(key, _)| key.as_bytes() == k) {
-        Some(e) => e.1 = v,
-        None => env.push((OsString::from_vec(k.to_vec()), v)),
+        None
     }
 }
 
