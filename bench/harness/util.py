@@ -5,6 +5,7 @@ import os
 import re
 import shlex
 import signal
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -80,28 +81,37 @@ def require_tools(*names):
         raise NotMeasured(f"missing tool(s): {', '.join(missing)} (tests/install-deps installs them)")
 
 
-def hyperfine(commands, runs, warmup, workdir, tag, shell=False, timeout=600):
-    """Times `commands` [(name, command string)] with hyperfine in one invocation.
+def hyperfine(commands, runs, warmup, workdir, tag, shell=False, timeout=600, rounds=1):
+    """Times `commands` [(name, command string)] with hyperfine.
 
-    Returns {name: {"median", "mean", "stddev", "min", "max"}} in seconds. Commands must exit 0.
-    `shell=False` runs them without a shell (-N: no spawn-time correction needed)."""
-    out = Path(workdir) / f"hyperfine-{tag}.json"
-    cmd = ["hyperfine", "--style", "none", "--runs", str(runs), "--warmup", str(warmup),
-           "--export-json", str(out)]
-    if not shell:
-        cmd.append("-N")
-    for name, c in commands:
-        cmd += ["-n", name, c]
-    try:
-        run(cmd, timeout=timeout)
-    except Failed:
-        explain_failure(commands, shell, timeout)
-        raise
-    results = json.loads(out.read_text())["results"]
-    by_name = {}
-    for (name, _), r in zip(commands, results):
-        by_name[name] = {k: r[k] for k in ("median", "mean", "stddev", "min", "max")}
-    return by_name
+    With `rounds` > 1, hyperfine is run that many times with runs/rounds runs each, the order of
+    the commands reversed every other round, and the times pooled: a load change on the shared
+    machine then hits every command alike instead of biasing a ratio.
+    Returns {name: {"median", "mean", "stddev", "min", "max", "runs"}} in seconds. Commands must
+    exit 0. `shell=False` runs them without a shell (-N: no spawn-time correction needed)."""
+    times = {name: [] for name, _ in commands}
+    per_round = max(2, runs // rounds)
+    for r in range(rounds):
+        order = commands if r % 2 == 0 else commands[::-1]
+        out = Path(workdir) / f"hyperfine-{tag}-{r}.json"
+        cmd = ["hyperfine", "--style", "none", "--runs", str(per_round), "--warmup", str(warmup),
+               "--export-json", str(out)]
+        if not shell:
+            cmd.append("-N")
+        for name, c in order:
+            cmd += ["-n", name, c]
+        try:
+            run(cmd, timeout=timeout)
+        except Failed:
+            explain_failure(commands, shell, timeout)
+            raise
+        for (name, _), result in zip(order, json.loads(out.read_text())["results"]):
+            times[name] += result["times"]
+    return {
+        name: {"median": statistics.median(t), "mean": statistics.fmean(t),
+               "stddev": statistics.pstdev(t), "min": min(t), "max": max(t), "runs": len(t)}
+        for name, t in times.items()
+    }
 
 
 def explain_failure(commands, shell, timeout):
