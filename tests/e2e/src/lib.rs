@@ -645,6 +645,14 @@ impl Pod {
 
 impl Drop for Pod {
     fn drop(&mut self) {
+        if std::env::var_os("STEPINIT_E2E_KEEP").is_some() {
+            eprintln!(
+                "STEPINIT_E2E_KEEP: keeping pod {} and {}",
+                self.name,
+                self.dir.display()
+            );
+            return;
+        }
         // Best effort, never panicking in drop: remove the pod (its containers), its volumes
         // (ConfigMap and emptyDirs are named volumes in podman) and the host files.
         let limit = Duration::from_secs(60);

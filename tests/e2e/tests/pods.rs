@@ -61,6 +61,27 @@ fn step_ids(logs: &Logs) -> Vec<String> {
     ids
 }
 
+/// A container's start and end, in seconds since the epoch (podman inspect's timestamps).
+fn started_finished(name: &str) -> (f64, f64) {
+    let out = podman_ok([
+        "inspect",
+        "--type",
+        "container",
+        "--format",
+        "{{.State.StartedAt.Unix}} {{.State.StartedAt.Nanosecond}} {{.State.FinishedAt.Unix}} {{.State.FinishedAt.Nanosecond}}",
+        name,
+    ]);
+    let v: Vec<f64> = out
+        .split_whitespace()
+        .map(|x| {
+            x.parse()
+                .unwrap_or_else(|_| panic!("bad inspect output {out:?}"))
+        })
+        .collect();
+    assert_eq!(v.len(), 4, "{out:?}");
+    (v[0] + v[1] / 1e9, v[2] + v[3] / 1e9)
+}
+
 /// The three-group layout most tests use: root busybox, busybox as 1001, shell-less scratch.
 fn three_groups() -> Vec<spec::Container> {
     vec![
@@ -132,7 +153,8 @@ fn handoff_runs_each_group_in_its_container_with_users_workdirs_and_a_shell_less
                 "scratch-shell",
                 2,
                 "read -r a < /workspace/data/root.txt; read -r b < /workspace/data/user.txt; \
-                 echo \"shell=$0 a=$a b=$b\"; echo from-scratch-shell > /workspace/data/scratch.txt",
+                 echo \"shell=$0 a=$a b=$b\"; echo from-scratch-shell > /workspace/data/scratch.txt; \
+                 echo h > \"$HOME/.scratch-home\"; test \"$HOME\" != /",
             ),
             step(
                 cmd_step(
@@ -226,13 +248,33 @@ fn handoff_runs_each_group_in_its_container_with_users_workdirs_and_a_shell_less
     let out = scratch.stdout_str();
     assert!(out.contains("a=from-root b=from-user"), "{out}");
     assert!(
-        out.contains("uid=1001 gid=1001 cwd=/workspace/scratch-dir"),
+        out.contains("uid=1001 gid=1001 cwd=/workspace/scratch-dir home=/"),
         "{out}"
+    );
+    assert!(
+        !out.contains("home=/\n"),
+        "a writable HOME replaces /: {out}"
     );
     assert!(
         out.contains(&format!("shell={SHARED}/sh")) || out.contains("shell=sh"),
         "the shell step ran the sh setup copied: {out}"
     );
+
+    // Handoff: the time from one container's end to the next one's start is podman's own
+    // container start (about 0.3 s here), the init adds no polling delay.
+    let times: Vec<(f64, f64)> = ["setup", "root", "user", "scratch"]
+        .iter()
+        .map(|c| started_finished(&pod.ctr(c)))
+        .collect();
+    for w in times.windows(2) {
+        let gap = w[1].0 - w[0].1;
+        eprintln!("handoff gap: {gap:.3}s");
+        assert!(
+            (0.0..3.0).contains(&gap),
+            "handoff gap {gap:.3}s\n{}",
+            dbg()
+        );
+    }
 
     // Termination summaries: one per container, the last one with the workflow's result.
     let s = summary(&pod, "root");
