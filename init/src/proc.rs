@@ -4,9 +4,10 @@
 //! 1. At start: block every signal and read them from a signalfd (nothing is ever delivered
 //!    asynchronously, so SIGTSTP/SIGTTIN/SIGTTOU cannot stop us and a kill()ed SIGSEGV cannot kill
 //!    us); become a child subreaper when we are not PID 1; make ourselves non-dumpable.
-//! 2. Spawn: fork; the child joins its own process group, takes the terminal's foreground when it
-//!    has one, gets default dispositions and an empty mask, and execs. Exec errors come back
-//!    through a close-on-exec pipe.
+//! 2. Spawn: fork (wrap mode) or clone(CLONE_VM|CLONE_VFORK) (spec mode: cheaper per step); the
+//!    child joins its own process group, takes the terminal's foreground when the init has it,
+//!    gets default dispositions and an empty mask, and execs. Errors before exec come back
+//!    through a close-on-exec pipe (fork) or the shared memory (vfork).
 //! 3. Wait: one poll() over the signalfd and the step's output pipes, with the nearest deadline as
 //!    timeout. SIGCHLD -> waitpid(-1, WNOHANG) until nothing is left; SIGTERM/SIGINT -> reported
 //!    to the caller (who starts the stop sequence); any other signal -> forwarded to the group.
@@ -21,6 +22,9 @@ use stepinit_protocol::{Framer, Record};
 
 /// Size of the relay buffer: output memory stays bounded whatever the step prints.
 const RELAY_BUF: usize = 64 * 1024;
+
+/// How long output pipes may stay open (without data) once the step's whole tree is gone.
+const ORPHAN_PIPE_MS: i32 = 1000;
 
 /// What a step is started with; every pointer is prepared before fork (the child allocates nothing).
 pub struct Launch<'a> {
@@ -356,8 +360,14 @@ impl Supervisor {
                 }
                 until = Some(until.map_or(kill_at, |u| u.min(kill_at)));
             }
-            // While the tree is alive we also wait for SIGCHLD; once it is gone, only for EOF.
-            let timeout = until.map_or(-1, |u| (u - now).min(i32::MAX as u64) as i32);
+            // While the tree is alive we also wait for SIGCHLD; once it is gone, only for EOF,
+            // which comes at once unless a process outside our tree holds a pipe (a step could
+            // pass its stdout over a unix socket): that one gets a second, then we stop reading.
+            let timeout = if c.gone {
+                ORPHAN_PIPE_MS
+            } else {
+                until.map_or(-1, |u| (u - now).min(i32::MAX as u64) as i32)
+            };
             let mut n = 0;
             if !c.gone {
                 pfds[0].fd = self.sfd;
@@ -376,6 +386,12 @@ impl Supervisor {
             }
             // SAFETY: pfds[..n] are valid pollfds.
             let r = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, timeout) };
+            if r == 0 && c.gone {
+                for s in c.streams.drain(..) {
+                    sys::close(s.fd);
+                }
+                continue;
+            }
             if r <= 0 {
                 continue;
             }
