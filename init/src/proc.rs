@@ -468,11 +468,15 @@ impl Supervisor {
         if c.stop != Stop::Idle || c.gone {
             return;
         }
+        // Each gets the signal, then SIGCONT: a stopped process could not act on it before the
+        // grace ran out (systemd does the same).
         sys::kill(-c.pid, sig);
+        sys::kill(-c.pid, libc::SIGCONT);
         for pid in self.children() {
             // Group members already got it: a second SIGINT means "force" to many programs.
             if unsafe { libc::getpgid(pid) } != c.pid {
                 sys::kill(pid, sig);
+                sys::kill(pid, libc::SIGCONT);
             }
         }
         c.stop = Stop::Term(sys::now_ms().saturating_add(c.grace_ms));
