@@ -619,6 +619,18 @@ impl Pod {
         std::fs::read_to_string(self.dir.join(format!("term-{short}"))).expect("termination log")
     }
 
+    /// The host directory holding the pod's volume `short` (`shared`, `workspace`, `spec`).
+    pub fn volume_dir(&self, short: &str) -> PathBuf {
+        let out = podman_ok([
+            "volume",
+            "inspect",
+            "--format",
+            "{{.Mountpoint}}",
+            &format!("{}-{short}", self.name),
+        ]);
+        PathBuf::from(out.trim())
+    }
+
     /// Logs, states and the YAML of every container, for failure messages.
     pub fn debug(&self) -> String {
         let mut s = format!("pod {}:\n", self.name);
@@ -737,4 +749,22 @@ pub fn init_binary() -> PathBuf {
 /// container, to test wrap mode as PID 1 in an ordinary image.
 pub fn mount_init() -> String {
     format!("{}:/sbin/stepinit:ro", init_binary().display())
+}
+
+/// Every path under `dir` (itself included) with its mode, owner and group, not following
+/// symlinks.
+pub fn walk(dir: &Path) -> Vec<(PathBuf, u32, u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                todo.push(e.unwrap().path());
+            }
+        }
+        out.push((p, m.mode() & 0o7777, m.uid(), m.gid()));
+    }
+    out
 }

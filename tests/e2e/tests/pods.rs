@@ -276,6 +276,18 @@ fn handoff_runs_each_group_in_its_container_with_users_workdirs_and_a_shell_less
         );
     }
 
+    // The uids are all known: nothing on the shared volumes is world-writable.
+    for vol in ["shared", "workspace"] {
+        for (path, mode, uid, gid) in walk(&pod.volume_dir(vol)) {
+            assert_eq!(
+                mode & 0o002,
+                0,
+                "{} is world-writable ({mode:o}, {uid}:{gid})",
+                path.display()
+            );
+        }
+    }
+
     // Termination summaries: one per container, the last one with the workflow's result.
     let s = summary(&pod, "root");
     assert_eq!((s.container, s.last, s.status), (0, false, Status::Passed));
@@ -673,4 +685,85 @@ fn a_single_container_runs_a_spec_from_a_configmap_without_state() {
     let s = summary(&pod, "only");
     assert_eq!((s.container, s.last, s.status), (0, true, Status::Passed));
     assert_eq!(s.counts[Status::Passed as usize], 2);
+}
+
+#[test]
+fn a_container_whose_uid_is_unknown_before_it_starts_still_works() {
+    require_images();
+    // OpenShift gives a pod a random uid: the spec cannot declare it, setup falls back to the
+    // documented world-writable sticky directories.
+    let random_uid = 1_000_770_000;
+    let spec = new_spec(
+        vec![
+            spec_ctr("root", Some((0, 0)), None),
+            spec_ctr("random", None, Some("/workspace")),
+        ],
+        vec![
+            shell_step("root", 0, "echo root > /workspace/root.txt"),
+            shell_step(
+                "random",
+                1,
+                "echo \"uid=$(id -u)\"; cat /workspace/root.txt; echo mine > /workspace/mine.txt; \
+                 echo h > \"$HOME/.h\"",
+            ),
+        ],
+    );
+    let pod = Pod::new(
+        "randomuid",
+        &spec,
+        &[Ctr::setup(), Ctr::group("root", BUSYBOX_IMAGE, 0)],
+        &Ctr::group("random", BUSYBOX_IMAGE, 1)
+            .user(random_uid, 0)
+            .working_dir("/workspace"),
+    );
+    let code = pod.run_to_end(LIMIT);
+    assert_eq!(code, 0, "{}", pod.debug());
+    let l = container_logs(&pod.ctr("random"));
+    assert_eq!(l.stdout_str(), format!("uid={random_uid}\nroot\n"));
+    assert_eq!(l.done(), (Status::Passed, true));
+}
+
+#[test]
+fn the_termination_summary_fits_in_4096_bytes_whatever_the_step_count() {
+    require_images();
+    let n = 300;
+    let steps: Vec<Step> = (0..n)
+        .map(|i| Step {
+            id: Some(format!("{i:03}-{}", "x".repeat(60))),
+            command: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                if i == 150 { "exit 9" } else { "exit 0" }.into(),
+            ],
+            optional: i == 150,
+            ..Default::default()
+        })
+        .collect();
+    let spec = new_spec(vec![], steps);
+    let pod = Pod::new(
+        "summary",
+        &spec,
+        &[],
+        &Ctr::new("only", INIT_IMAGE, &["/init", "run", "/spec/spec.json"]),
+    );
+    let code = pod.run_to_end(LIMIT);
+    assert_eq!(
+        code,
+        0,
+        "an optional failure does not fail the workflow\n{}",
+        pod.debug()
+    );
+    let s = summary(&pod, "only");
+    assert_eq!(s.counts[Status::Passed as usize], n - 1);
+    assert_eq!(s.counts[Status::Failed as usize], 1);
+    assert_eq!((s.last, s.status), (true, Status::Passed));
+    assert!(s.more > 0, "not every step fits: {s:?}");
+    let failed = format!("150-{}", "x".repeat(60));
+    assert!(
+        s.steps.iter().any(|r| r.id == failed && r.code == Some(9)),
+        "failed steps are listed first: {:?}",
+        s.steps
+    );
+    let l = container_logs(&pod.ctr("only"));
+    assert_eq!(l.records.len(), 2 * n as usize + 1);
 }
