@@ -206,6 +206,11 @@ def pods(ctx, s):
             [(v, ctrs[v], f"{total[v]:.2f} s", f"{total[v] / total['merged']:.2f}x",
               f"{first[v]:.2f} s", f"{interval[v] * 1e3:.1f} ms") for v in variants])
     saved = total["isolated"] - total["merged"]
+    s.headline = (f"{n} steps in 1 merged container: {total['merged']:.2f} s; in {n} isolated "
+                  f"containers with the init: {total['isolated']:.2f} s; in {n} containers "
+                  f"without any init: {total['no init']:.2f} s. Handoff gap "
+                  f"{interval['isolated'] * 1e3:.0f} ms with the init vs "
+                  f"{interval['no init'] * 1e3:.0f} ms without.")
     s.notes.append(f"Merging the {n} steps into one container saves {saved:.2f} s against "
                    f"isolated containers ({saved / max(n - 1, 1) * 1e3:.0f} ms per container "
                    "removed).")

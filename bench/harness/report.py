@@ -27,6 +27,7 @@ class Section:
     tables: list = field(default_factory=list)  # (headers, rows)
     notes: list = field(default_factory=list)
     targets: list = field(default_factory=list)
+    headline: str = ""  # one sentence with the section's main figures, for the summary
     status: str = "measured"  # or "not measured: <why>" or "failed: <why>"
     seconds: float = 0.0
 
@@ -101,6 +102,13 @@ def render(sections, machine_rows, command, started, finished, load_before, load
              "(other jobs share the machine: wall times carry that noise; instruction counts, "
              "sizes and RSS do not)"),
         ]),
+        "",
+        "## Summary",
+        "",
+    ]
+    lines += [f"- **{s.title.split(' ', 1)[1]}**: {s.headline if s.status == 'measured' else s.status}"
+              for s in sections]
+    lines += [
         "",
         "## Targets (foundation issue)",
         "",

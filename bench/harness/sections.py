@@ -152,6 +152,11 @@ def wrap(ctx, s):
                    "rounds (command order reversed every other round), each round after "
                    f"{ctx.p['wrap_warmup']} warm-up runs. `init` has the issue's target; `init "
                    "--report` (framed output and records) is shown for information.")
+    s.headline = (f"`init -- /bin/true` runs {num(instr['init'])} user-space instructions "
+                  f"({ratio(instr['init'], tini_i)} tini-static's {num(tini_i)}, catatonit "
+                  f"{num(instr.get('catatonit', 0))}, dumb-init {num(instr.get('dumb-init', 0))}) "
+                  f"and adds {ms(t['init']['median'] - bare)} of wall time to `/bin/true` "
+                  f"(tini-static: {ms(tini_t - bare)}).")
     target = Target("Instructions of `init -- /bin/true` (callgrind, parent only)",
                     "< tini-static", f"tini-static: {num(tini_i)}", num(instr["init"]), instr["init"] < tini_i)
     if not target.passed:
@@ -192,6 +197,15 @@ def steps(ctx, s):
     s.table(["Between", "init: marginal per step", "sh: marginal per step"],
             [(f"{a} → {b}", us((t_init[b] - t_init[a]) / (b - a)), us((t_sh[b] - t_sh[a]) / (b - a)))
              for a, b in zip(counts, counts[1:])])
+    big = counts[-1]
+    s.headline = (f"{big} `/bin/true` steps take {ms(t_init[big])} in `init run` against "
+                  f"{ms(t_sh[big])} in `sh -c` ({ratio(t_init[big], t_sh[big])}); "
+                  f"{us(t_init[big] / big)} per step")
+    if len(counts) > 1:
+        a = counts[-2]
+        s.headline += (f", {us((t_init[big] - t_init[a]) / (big - a))} per extra step from "
+                       f"N = {a} to {big} (`sh -c`: {us((t_sh[big] - t_sh[a]) / (big - a))})")
+    s.headline += "."
     s.notes.append("Runs per command: " + ", ".join(f"{runs_done[n]} (N = {n})" for n in counts)
                    + f", in {ctx.p['rounds']} rounds alternating the order of `init run` and "
                    "`sh -c`.")
@@ -262,7 +276,7 @@ def output(ctx, s):
     g2 = work / "gen-one-line.sh"
     g2.write_text(f"exec cat {shlex.quote(str(big))}\n")
     gens.append(("single line", line + 1, g2))
-    rows = []
+    rows, heads = [], []
     for label, nbytes, gen in gens:
         spec = work / f"{gen.stem}.json"
         write_spec(spec, [{"command": ["/bin/sh", str(gen)]}])
@@ -280,6 +294,10 @@ def output(ctx, s):
         rss_init, out_bytes = relay_peak(ctx, [ctx.init, "run", str(spec)], None, nbytes)
         rss_cat, _ = relay_peak(ctx, ["cat"], ["/bin/sh", str(gen)], nbytes)
         rss = {"cat": rss_cat, "init run": rss_init, "cat | pipe": rss_cat, "init run | pipe": rss_init}
+        heads.append(f"{label} ({human(nbytes - (nbytes % MIB))}) at "
+                     f"{nbytes / t['init run | pipe']['median'] / 1e9:.2f} GB/s through the init "
+                     f"into a pipe (`cat`: {nbytes / t['cat | pipe']['median'] / 1e9:.2f} GB/s), "
+                     f"init peak RSS {rss_init:,} kB")
         for name, c in cmds:
             med = t[name]["median"]
             base = t["cat" if "pipe" not in name else "cat | pipe"]["median"]
@@ -293,6 +311,7 @@ def output(ctx, s):
     s.table(["Output", "Path (files in the temp dir)", "Median (min–max)", "Throughput",
              "Time vs cat", "Relay peak RSS"], rows)
     s.notes.append(f"hyperfine: {ctx.p['output_runs']} runs per command after 1 warm-up run.")
+    s.headline = "; ".join(heads) + "."
 
 
 def relay_peak(ctx, relay, producer, nbytes):
@@ -364,6 +383,8 @@ def size_rss(ctx, s):
         t_rss.profile = ["Largest mappings of the init by RSS (/proc/PID/smaps) while its child "
                          "sleeps:", ""] + [f"    {kb:>6} kB  {name}" for kb, name in tops.get("init", [])]
     s.targets += [t_size, t_rss]
+    s.headline = ", ".join(f"{name} {num(size[name])} bytes / {hwm[name]:.0f} kB"
+                           for name, _, _ in inits) + " (file size / VmHWM while the child sleeps)."
 
 
 def interp(binary):
@@ -434,6 +455,11 @@ def criterion(ctx, s):
     order = ["escape", "encode", "decode", "spec_parse"]
     rows.sort(key=lambda r: (order.index(r[0]) if r[0] in order else 9, r[1]))
     s.table(["Group", "Benchmark", "Input bytes", "Median time", "Throughput"], rows)
+    main = {"escape/clean": "escape (clean)", "escape/marker_every_8": "escape (1/8 markers)",
+            "encode/records_1000": "encode", "decode/output_with_records": "decode",
+            "spec_parse/steps_10000": "spec parsing"}
+    s.headline = ", ".join(f"{main[f'{g}/{b}']} {tp}" for g, b, _, _, tp in rows
+                           if f"{g}/{b}" in main) + "."
     s.notes.append(f"`{' '.join(cargo)} -- {' '.join(ctx.p['criterion_args'])}`; measuring "
                    f"took {time.monotonic() - t0:.0f} s (build excluded).")
     if ctx.p["criterion_profile"] == "dev":
