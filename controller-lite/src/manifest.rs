@@ -169,6 +169,30 @@ fn volume_names(o: &BuildOptions) -> [String; 3] {
     ]
 }
 
+/// The setup container's securityContext: the workflow's hardening (capabilities, seccomp,
+/// privilege escalation, read-only root, ...) so a namespace's Pod Security level admits it as it
+/// admits the steps, but root unless the workflow (or `--restricted`) requires non-root: as root,
+/// setup gives each later container's user exactly the ownership it needs; a non-root setup can
+/// only fall back to shared modes. Non-root: the workflow's uid/gid, else 65532.
+fn setup_security_context(
+    wf: Option<&Map<String, Value>>,
+    restricted: bool,
+) -> Result<Option<Map<String, Value>>, ManifestError> {
+    let mut sc = wf.cloned().unwrap_or_default();
+    let uid = sc.remove("runAsUser").and_then(|v| v.as_u64());
+    let gid = sc.remove("runAsGroup").and_then(|v| v.as_u64());
+    let non_root = restricted || sc.get("runAsNonRoot") == Some(&Value::Bool(true));
+    if non_root {
+        let u = uid.filter(|&u| u != 0).unwrap_or(RESTRICTED_UID as u64);
+        sc.insert("runAsUser".into(), json!(u));
+        sc.insert("runAsGroup".into(), json!(gid.unwrap_or(u)));
+    }
+    if restricted {
+        sc = restrict(Some(sc), SETUP_NAME)?;
+    }
+    Ok((!sc.is_empty()).then_some(sc))
+}
+
 fn mounts(v: &[String; 3], extra: &[Value]) -> Vec<Value> {
     let mut m = vec![
         json!({"name": v[0], "mountPath": SHARED_DIR}),
@@ -200,13 +224,7 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Vec<Value
         },
         data: BTreeMap::from([("spec.json".to_string(), spec_json)]),
     };
-    let mut setup_sc = wf.container.security_context.clone();
-    if o.restricted {
-        let mut sc = setup_sc.unwrap_or_default();
-        sc.entry("runAsUser").or_insert(json!(RESTRICTED_UID));
-        sc.entry("runAsGroup").or_insert(json!(RESTRICTED_UID));
-        setup_sc = Some(restrict(Some(sc), SETUP_NAME)?);
-    }
+    let setup_sc = setup_security_context(wf.container.security_context.as_ref(), o.restricted)?;
     let setup = Container {
         name: SETUP_NAME.into(),
         image: o.init_image.clone(),
@@ -447,15 +465,28 @@ mod tests {
         )
         .unwrap();
         let pod = &o[1]["spec"]["template"]["spec"];
-        for c in pod["initContainers"]
-            .as_array()
-            .unwrap()
+        let inits = pod["initContainers"].as_array().unwrap();
+        for c in inits[1..]
             .iter()
             .chain(pod["containers"].as_array().unwrap())
         {
             assert_eq!(c["securityContext"]["runAsUser"], 1001, "{}", c["name"]);
         }
+        // Setup stays root (to give 1001 what it needs) and keeps the workflow's hardening.
+        assert_eq!(inits[0]["securityContext"], Value::Null);
         assert_eq!(o[1]["spec"]["backoffLimit"], 0);
+        let o = build(
+            "kind: TestWorkflow\nmetadata: {name: t}\nspec:\n  container: {securityContext: {runAsUser: 1001, runAsNonRoot: true, capabilities: {drop: [ALL]}}}\n  steps: [{shell: a}]\n",
+            Kind::Pod,
+            false,
+        )
+        .unwrap();
+        let sc = &o[1]["spec"]["initContainers"][0]["securityContext"];
+        assert_eq!(
+            sc["runAsUser"], 1001,
+            "non-root required: the workflow's uid"
+        );
+        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
     }
 
     #[test]
@@ -485,7 +516,8 @@ mod tests {
             true,
         )
         .unwrap_err();
-        assert_eq!(e.path, "stepinit-setup");
+        // Setup itself runs as 65532 then; the step container may not run as root.
+        assert_eq!(e.path, "group-0");
     }
 
     #[test]

@@ -134,16 +134,30 @@ fn wait_started(name: &str, play: &Mutex<Child>, play_done: &AtomicBool) -> bool
     }
 }
 
-/// Stops the pod when a signal arrives (a thread blocked on the signal pipe).
-fn watch_signals(pipe: OwnedFd, pod: String, grace_s: u64) {
+/// Stops the pod when a signal arrives (a thread blocked on the signal pipe). While kube play
+/// still starts initContainers it holds the pod's lock, so `podman pod stop` alone would wait for
+/// the running initContainer to end by itself: the running container is stopped directly first
+/// (SIGTERM now, SIGKILL after the grace, as the kubelet does on deletion); the init records its
+/// step aborted, and the containers podman starts after it skip everything and exit at once.
+fn watch_signals(pipe: OwnedFd, pod: String, current: Arc<Mutex<Option<String>>>, grace_s: u64) {
     std::thread::spawn(move || {
         let mut f = std::fs::File::from(pipe);
         let mut b = [0u8; 1];
         if f.read(&mut b).unwrap_or(0) == 1 {
             eprintln!("stepctl: interrupted: stopping pod {pod} (grace {grace_s}s)");
+            let grace = grace_s.to_string();
+            let running = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(c) = running {
+                let _ = podman()
+                    .args(["stop", "-t", &grace, &c])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
             let _ = podman()
-                .args(["pod", "stop", "-t", &grace_s.to_string(), &pod])
+                .args(["pod", "stop", "-t", &grace, &pod])
                 .stdout(Stdio::null())
+                .stderr(Stdio::null())
                 .status();
         }
     });
@@ -195,7 +209,8 @@ pub fn run(
         .map_err(|e| EngineError::new(format!("cannot run podman kube play: {e}")))?;
     let play = Mutex::new(play);
     let play_done = AtomicBool::new(false);
-    watch_signals(signal_pipe, pod.clone(), opts.grace_s);
+    let current = Arc::new(Mutex::new(None));
+    watch_signals(signal_pipe, pod.clone(), current.clone(), opts.grace_s);
 
     let sink = make_sink(Collector::new(Some(&plan.spec)), opts.format);
     let mut names = vec![SETUP_NAME.to_string()];
@@ -208,6 +223,13 @@ pub fn run(
                 notes.push(format!("container {short} never started"));
             }
             break;
+        }
+        *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(full.clone());
+        if signals::interrupted() {
+            // Started after the stop: its init skips everything; stop it anyway.
+            let _ = podman()
+                .args(["stop", "-t", &opts.grace_s.to_string(), &full])
+                .output();
         }
         follow_logs(&full, &sink)?;
         if short == SETUP_NAME {

@@ -1,0 +1,286 @@
+//! End-to-end runs on podman: real pods (`podman kube play`, runc) of the images built by
+//! `images/build`, configured by `tests/podman/containers.conf`. These tests fail, never skip,
+//! when podman cannot run or the images are missing.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One pod at a time: the machine has two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const IMAGES: [&str; 2] = [
+    "localhost/stepinit/init:dev",
+    "localhost/stepinit/test-busybox:dev",
+];
+
+fn conf() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/podman/containers.conf")
+}
+
+fn podman(args: &[&str]) -> std::process::Output {
+    Command::new("podman")
+        .env("CONTAINERS_CONF", conf())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("podman cannot run ({e}): install it (tests/install-deps)"))
+}
+
+fn preflight() -> std::sync::MutexGuard<'static, ()> {
+    let g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let o = podman(&["version"]);
+    assert!(
+        o.status.success(),
+        "podman cannot run: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for img in IMAGES {
+        assert!(
+            podman(&["image", "exists", img]).status.success(),
+            "image {img} is missing: build the images with images/build"
+        );
+    }
+    g
+}
+
+fn stepctl() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stepctl"));
+    c.env("CONTAINERS_CONF", conf()).env("NO_COLOR", "1");
+    c
+}
+
+fn wf(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/workflows")
+        .join(name)
+}
+
+fn temp_wf(name: &str, yaml: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("stepctl-podman-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(&p, yaml).unwrap();
+    p
+}
+
+fn run_json(workflow: &Path, extra: &[&str]) -> (i32, Value, String) {
+    let o = stepctl()
+        .args(["run", "--engine", "podman", "--output", "json"])
+        .args(extra)
+        .arg(workflow)
+        .output()
+        .expect("run stepctl");
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}):\n{}\nstderr:\n{stderr}",
+            String::from_utf8_lossy(&o.stdout)
+        )
+    });
+    (o.status.code().unwrap_or(-1), doc, stderr)
+}
+
+fn step<'a>(doc: &'a Value, names: &[&str]) -> &'a Value {
+    let mut cur = doc;
+    for n in names {
+        cur = cur["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == *n)
+            .unwrap_or_else(|| panic!("no step {n:?} in {cur}"));
+    }
+    cur
+}
+
+/// Pods whose name starts with `prefix`.
+fn pods(prefix: &str) -> Vec<String> {
+    let o = podman(&["pod", "ls", "--format", "{{.Name}}"]);
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn shared_workflows_pass_in_real_pods() {
+    let _g = preflight();
+    let (code, doc, err) = run_json(&wf("pure-steps.yaml"), &[]);
+    assert_eq!(code, 0, "{doc}\n{err}");
+    assert_eq!(doc["steps"].as_array().unwrap().len(), 5);
+    assert!(err.contains("Hello world 5\n"), "{err}");
+
+    let (code, doc, err) = run_json(&wf("conditions.yaml"), &[]);
+    assert_eq!(code, 0, "{doc}\n{err}");
+    assert_eq!(step(&doc, &["smoke", "flaky"])["attempts"], 2);
+    assert_eq!(step(&doc, &["known-broken"])["status"], "passed");
+    assert_eq!(step(&doc, &["may-fail"])["status"], "timeout");
+    assert_eq!(step(&doc, &["report"])["status"], "passed");
+
+    // uid 1001 writes /data in one container, reads it in the next.
+    let (code, doc, err) = run_json(&wf("defaults-no-registry.yaml"), &[]);
+    assert_eq!(code, 0, "{doc}\n{err}");
+    assert_eq!(step(&doc, &["read"])["status"], "passed");
+    assert!(
+        pods("pure-steps-").is_empty() && pods("conditions-").is_empty(),
+        "pods left behind"
+    );
+}
+
+const MIXED: &str = r#"
+kind: TestWorkflow
+metadata: {name: mixed}
+spec:
+  steps:
+  - name: root writes
+    shell: mkdir -p /data/out && id -u > /data/out/root.txt
+  - name: user appends
+    workingDir: /data/out
+    container:
+      securityContext: {runAsUser: 1001, runAsGroup: 1001}
+    shell: id -u >> root.txt && cat root.txt && pwd
+  - name: fails as user
+    workingDir: /data
+    container:
+      securityContext: {runAsUser: 1001, runAsGroup: 1001}
+    shell: echo failing >&2; exit 4
+  - name: skipped
+    shell: echo must not run
+  - name: cleanup
+    condition: always
+    shell: echo cleanup
+"#;
+
+#[test]
+fn failures_across_containers_of_different_users() {
+    let _g = preflight();
+    let (code, doc, err) = run_json(&temp_wf("mixed", MIXED), &[]);
+    assert_eq!(code, 1, "{doc}\n{err}");
+    assert_eq!(doc["status"], "failed");
+    assert_eq!(step(&doc, &["root writes"])["status"], "passed", "{doc}");
+    assert_eq!(
+        step(&doc, &["user appends"])["status"],
+        "passed",
+        "{doc}\n{err}"
+    );
+    assert!(err.contains("0\n1001\n/data/out\n"), "{err}");
+    let f = step(&doc, &["fails as user"]);
+    assert_eq!(
+        (f["status"].as_str(), f["exitCode"].as_i64()),
+        (Some("failed"), Some(4))
+    );
+    assert_eq!(step(&doc, &["skipped"])["status"], "skipped");
+    assert_eq!(step(&doc, &["cleanup"])["status"], "passed");
+    assert!(
+        err.contains("failing\n") && !err.contains("must not run"),
+        "{err}"
+    );
+}
+
+#[test]
+fn kept_pod_results_are_rederived_by_status() {
+    let _g = preflight();
+    let hello = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello.yaml");
+    let (code, doc, err) = run_json(&hello, &["--keep"]);
+    assert_eq!(code, 0, "{doc}\n{err}");
+    let pod = err
+        .lines()
+        .find_map(|l| l.strip_prefix("stepctl: kept pod "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("no kept pod in {err}"))
+        .to_string();
+    let o = stepctl()
+        .args(["status", "--output", "json", &pod])
+        .output()
+        .unwrap();
+    let st: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+    let _ = podman(&["pod", "rm", "-f", &pod]);
+    for v in ["stepinit", "stepinit-spec", "workspace"] {
+        let _ = podman(&["volume", "rm", "-f", &format!("{pod}-{v}")]);
+    }
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(st["status"], "passed");
+    // Same statuses and attempts, step by step, as the run itself reported.
+    fn flat(v: &Value, out: &mut Vec<(String, String, u64)>) {
+        for s in v["steps"].as_array().unwrap() {
+            out.push((
+                s["id"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+                s["attempts"].as_u64().unwrap(),
+            ));
+            flat(s, out);
+        }
+    }
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    flat(&doc, &mut a);
+    flat(&st, &mut b);
+    assert_eq!(a, b);
+}
+
+const SLEEPER: &str = r#"
+kind: TestWorkflow
+metadata: {name: podsleeper}
+spec:
+  system: {isolatedContainers: true}
+  steps:
+  - name: first
+    shell: echo first
+  - name: sleeper
+    shell: echo sleeping; sleep 60
+  - name: never
+    shell: echo must not run
+"#;
+
+#[test]
+fn ctrl_c_stops_the_pod_gracefully_and_reports() {
+    let _g = preflight();
+    let p = temp_wf("podsleeper", SLEEPER);
+    let mut child = stepctl()
+        .args([
+            "run", "--engine", "podman", "--output", "json", "--grace", "5",
+        ])
+        .arg(&p)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let t = Instant::now();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("stepctl ended before the sleeper started: {seen}");
+        }
+        seen.push_str(&line);
+        if line == "sleeping\n" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(90), "{seen}");
+    }
+    let sent = Instant::now();
+    unsafe { kill(child.id() as i32, 2) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let took = sent.elapsed();
+    assert_eq!(o.status.code(), Some(130), "{seen}{rest}");
+    // The init stops `sleep` at once on SIGTERM: well within the 5 s grace.
+    assert!(took < Duration::from_secs(20), "abort took {took:?}");
+    let doc: Value = serde_json::from_slice(&o.stdout).expect("JSON result after abort");
+    assert_eq!(doc["status"], "aborted", "{doc}\n{rest}");
+    assert_eq!(step(&doc, &["first"])["status"], "passed");
+    assert_eq!(step(&doc, &["sleeper"])["status"], "aborted", "{doc}");
+    assert_eq!(step(&doc, &["never"])["status"], "skipped");
+    assert!(rest.contains("stopping pod podsleeper-"), "{rest}");
+    assert!(pods("podsleeper-").is_empty(), "the pod was not removed");
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
