@@ -369,7 +369,8 @@ def size_rss(ctx, s):
             if top:
                 tops[name] = top
         hwm[name] = statistics.median(samples)
-        static = "static" if not interp(binary) else "dynamic (+ libc)"
+        dynamic = interp(binary)
+        static = "?" if dynamic is None else "dynamic (+ libc)" if dynamic else "static"
         rows.append((name, f"`{binary}`", num(size[name]), static,
                      f"{hwm[name]:.0f} kB", f"{min(samples)}–{max(samples)} kB"))
     s.table(["Init", "Binary", "Size (bytes)", "Linking", "VmHWM median", "range"], rows)
