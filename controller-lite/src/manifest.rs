@@ -325,6 +325,7 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Vec<Value
         }
     }
     let cm = serde_json::to_value(&cm).expect("configmap serializes");
+    let cm: Value = cm;
     let obj = match o.kind {
         Kind::Pod => {
             let mut meta = pod_meta;
@@ -365,6 +366,11 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Vec<Value
             json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": job_spec})
         }
     };
+    let mut cm = cm;
+    if let Some(ns) = obj["metadata"].get("namespace").cloned() {
+        // The ConfigMap must live where the pod does.
+        cm["metadata"]["namespace"] = ns;
+    }
     Ok(vec![cm, obj])
 }
 
@@ -523,13 +529,18 @@ mod tests {
     #[test]
     fn pod_and_job_overrides_merge() {
         let o = build(
-            "kind: TestWorkflow\nmetadata: {name: t}\nspec:\n  pod:\n    labels: {team: a}\n    serviceAccountName: runner\n    volumes: [{name: extra, emptyDir: {}}, {name: workspace, emptyDir: {medium: Memory}}]\n  job: {activeDeadlineSeconds: 60, labels: {x: y}}\n  steps: [{shell: a}]\n",
+            "kind: TestWorkflow\nmetadata: {name: t}\nspec:\n  pod:\n    labels: {team: a}\n    serviceAccountName: runner\n    volumes: [{name: extra, emptyDir: {}}, {name: workspace, emptyDir: {medium: Memory}}]\n  job: {activeDeadlineSeconds: 60, labels: {x: y}, namespace: tests}\n  steps: [{shell: a}]\n",
             Kind::Job,
             false,
         )
         .unwrap();
         let job = &o[1];
         assert_eq!(job["spec"]["activeDeadlineSeconds"], 60);
+        assert_eq!(job["metadata"]["namespace"], "tests");
+        assert_eq!(
+            o[0]["metadata"]["namespace"], "tests",
+            "the ConfigMap follows the Job"
+        );
         assert_eq!(job["metadata"]["labels"]["x"], "y");
         let pod = &job["spec"]["template"];
         assert_eq!(pod["metadata"]["labels"]["team"], "a");

@@ -22,9 +22,15 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The namespace of `spec.job.namespace`, when the workflow sets one (else kubectl's own).
+static NAMESPACE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn kubectl() -> Command {
     let mut c = Command::new("kubectl");
     c.stdin(Stdio::null());
+    if let Some(ns) = NAMESPACE.get() {
+        c.args(["--namespace", ns]);
+    }
     c
 }
 
@@ -145,6 +151,9 @@ pub fn run(
         message: format!("{}: {e}", wf.file),
         code: 2,
     })?;
+    if let Some(ns) = objs[1]["metadata"]["namespace"].as_str() {
+        let _ = NAMESPACE.set(ns.to_string());
+    }
     let mut tmp = super::local::TempDir::new(&format!("stepctl-{job}-"))
         .map_err(|e| EngineError::new(format!("cannot create a temporary directory: {e}")))?;
     tmp.keep = opts.keep;
