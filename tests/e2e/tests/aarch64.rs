@@ -187,3 +187,25 @@ fn the_arm64_init_image_is_built_for_arm64() {
     archs.sort();
     assert_eq!(archs, ["amd64", "arm64"]);
 }
+
+#[test]
+fn setup_copies_the_arm64_init_itself_under_qemu() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(unique("aarch64-setup"));
+    let o = qemu(&["setup", dir.to_str().unwrap()]);
+    let copied = std::fs::read(dir.join("init"));
+    let mode = std::fs::metadata(dir.join("init")).map(|m| m.permissions().mode() & 0o7777);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // /proc/self/exe under qemu-user is the emulated program, not qemu: the copy is the arm64 init.
+    assert_eq!(
+        copied.expect("DIR/init"),
+        std::fs::read(aarch64_init()).unwrap()
+    );
+    assert_eq!(mode.unwrap(), 0o555);
+}
