@@ -215,7 +215,20 @@ impl Dir {
         };
         // SAFETY: fd is ours.
         unsafe {
-            sys::check(libc::fchown(self.fd, uid, gid)).map_err(|e| fail("cannot chown", e))?;
+            if let Err(e) = sys::check(libc::fchown(self.fd, uid, gid)) {
+                if e.0 == libc::EPERM && *a != Access::Open {
+                    // A setup container that is not root cannot give directories away: the
+                    // documented fallback, said out loud.
+                    sys::eprint_line(&format!(
+                        "{}: cannot chown to {uid}:{gid} ({e}): falling back to mode 1777",
+                        self.path.display()
+                    ));
+                    return self.apply(&Access::Open);
+                }
+                if *a != Access::Open {
+                    return Err(fail("cannot chown", e));
+                }
+            }
             sys::check(libc::fchmod(self.fd, mode)).map_err(|e| fail("cannot chmod", e))?;
         }
         // Default ACLs make what anyone (root, say) creates inside writable by the declared
