@@ -154,7 +154,9 @@ pub fn run(args: Vec<OsString>) -> i32 {
                 uid: None,
                 gid: None,
                 relay: o.report,
-                only_std_fds: false,
+                // With --report the record stream must be trusted: no inherited fd (one could
+                // alias our stdout) reaches the child. Without it, fds pass on as with tini.
+                only_std_fds: o.report,
             };
             sup.spawn(&launch, o.grace_ms)
                 .map_err(|e| proc::describe_spawn_error(e, &name, None))
