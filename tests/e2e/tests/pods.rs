@@ -810,3 +810,76 @@ fn the_termination_summary_fits_in_4096_bytes_whatever_the_step_count() {
     let l = container_logs(&pod.ctr("only"));
     assert_eq!(l.records.len(), 2 * n as usize + 1);
 }
+
+/// Kubernetes with `restartPolicy: OnFailure` restarts a killed initContainer in place (podman
+/// does not: the test restarts it with `podman start`): the init of the *same* container finds
+/// its own step still running in the state, reports it aborted and carries on with its group.
+#[test]
+fn a_restarted_container_reports_its_own_killed_step_aborted_and_goes_on() {
+    require_images();
+    let spec = new_spec(
+        three_groups(),
+        vec![
+            cmd_step("before", 0, &["true"]),
+            cmd_step("killed", 0, &["sh", "-c", "echo started; sleep 300"]),
+            cmd_step("after-in-killed", 0, &["sh", "-c", "echo must-not-run"]),
+            step(
+                cmd_step("always-0", 0, &["sh", "-c", "echo always-0-ran"]),
+                |s| s.condition = Condition::Always,
+            ),
+            cmd_step("user", 1, &["sh", "-c", "echo must-not-run"]),
+            step(
+                cmd_step("scratch", 2, &["/probe", "echo", "cleanup"]),
+                |s| s.condition = Condition::Always,
+            ),
+        ],
+    );
+    let (inits, last) = three_ctrs();
+    let pod = Pod::new("restart", &spec, &inits, &last);
+    let play = pod.play_spawn();
+    let root = pod.ctr("root");
+    wait_for_start(&pod, "root", "killed");
+    podman_ok(["kill", "-s", "KILL", &root]);
+    let o = play.wait(LIMIT);
+    assert!(!o.status.success(), "{}", pod.debug());
+    for (c, want) in [("root", 0), ("user", 0), ("scratch", 1)] {
+        let o = podman(["start", "--attach", &pod.ctr(c)]);
+        assert_eq!(o.status.code(), Some(want), "{c}\n{}", pod.debug());
+    }
+    // podman logs holds both runs of the root container.
+    let l = container_logs(&root);
+    l.assert_clean("root");
+    let ends: Vec<_> = l
+        .records
+        .iter()
+        .filter(|r| matches!(r, Record::End { step, .. } if step == "killed"))
+        .collect();
+    assert_eq!(ends.len(), 1, "{:#?}", l.records);
+    let (status, _, reason) = l.end("killed");
+    assert_eq!(status, Status::Aborted);
+    assert!(
+        reason.is_some_and(|r| r.contains("killed")),
+        "{:#?}",
+        l.records
+    );
+    assert!(l.started("before"), "{:#?}", l.records);
+    assert_eq!(
+        l.records
+            .iter()
+            .filter(|r| matches!(r, Record::Start { step, .. } if step == "before"))
+            .count(),
+        1,
+        "a finished step is not run again: {:#?}",
+        l.records
+    );
+    assert_eq!(l.status("after-in-killed"), Status::Skipped);
+    assert_eq!(l.status("always-0"), Status::Passed);
+    assert_eq!(l.stdout_str(), "started\nalways-0-ran\n");
+    assert_eq!(
+        container_logs(&pod.ctr("user")).status("user"),
+        Status::Skipped
+    );
+    let s = container_logs(&pod.ctr("scratch"));
+    assert_eq!(s.stdout_str(), "cleanup\n");
+    assert_eq!(s.done(), (Status::Failed, true));
+}
