@@ -700,7 +700,9 @@ impl Machine {
                     return;
                 }
                 Cursor::Leave(g) => {
-                    if g == 0 {
+                    if g == 0 || self.owner(g) > self.group {
+                        // The workflow's end is `done`; a group with parts left for a later
+                        // container (skipped ones, for it to report) ends there.
                         self.cursor = Cursor::Finished;
                         continue;
                     }
@@ -1582,6 +1584,202 @@ mod tests {
         assert_eq!(e.path, "steps[1].steps[0].container");
         let s = spec(r#"{"version":1,"steps":[{"command":["a"]}]}"#);
         assert_eq!(Machine::new(&s, 1, "sh", None).unwrap_err().path, "--group");
+    }
+
+    #[test]
+    fn a_timed_out_attempt_is_retried_but_not_past_the_group_deadline() {
+        let s = spec(
+            r#"{"version":1,"steps":[
+            {"command":["hang"],"timeoutMs":10,"retry":{"count":1}},
+            {"id":"g","timeoutMs":25,"condition":"always","steps":[{"command":["hang"],"timeoutMs":10,"retry":{"count":5},"condition":"always"}]}]}"#,
+        );
+        let r = drive(&s, 0, None, by_name);
+        // Step 1: two attempts, both time out. Group g (25 ms): the first attempt times out at
+        // 10 ms, the second is cut by the group's deadline, and no retry is made after it.
+        assert_eq!(
+            r.log,
+            [
+                "S:1#1",
+                "E:1=timeout/143#1",
+                "S:1#2",
+                "E:1=timeout/143#2",
+                "S:g#1",
+                "S:g.1#1",
+                "E:g.1=timeout/143#1",
+                "S:g.1#2",
+                "E:g.1=timeout/143#2",
+                "E:g=timeout#1",
+                "D=failed!"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_optional_group_does_not_fail_the_workflow() {
+        let s = spec(
+            r#"{"version":1,"steps":[
+            {"id":"g","optional":true,"steps":[{"command":["fail"]}]},
+            {"command":["ok"]}]}"#,
+        );
+        let r = drive(&s, 0, None, by_name);
+        assert_eq!(
+            r.log,
+            [
+                "S:g#1",
+                "S:g.1#1",
+                "E:g.1=failed/1#1",
+                "E:g=failed#1",
+                "S:2#1",
+                "E:2=passed/0#1",
+                "D=passed!"
+            ]
+        );
+        assert_eq!(r.code, 0);
+    }
+
+    /// A tiny deterministic generator (no dependency): xorshift.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    fn random_steps(
+        rng: &mut Rng,
+        depth: u32,
+        container: &mut u32,
+        max_c: u32,
+    ) -> Vec<serde_json::Value> {
+        let n = 1 + rng.next(3);
+        let mut v = Vec::new();
+        for _ in 0..n {
+            let cond = ["passed", "failed", "always", "never"][rng.next(4) as usize];
+            let mut step = if depth < 3 && rng.next(3) == 0 {
+                serde_json::json!({"steps": random_steps(rng, depth + 1, container, max_c)})
+            } else {
+                if *container < max_c && rng.next(4) == 0 {
+                    *container += 1;
+                }
+                let prog = ["ok", "fail", "hang", "missing", "3"][rng.next(5) as usize];
+                let mut l = serde_json::json!({"command": [prog], "container": *container});
+                if rng.next(3) == 0 {
+                    let until = ["passed", "failed"][rng.next(2) as usize];
+                    l["retry"] = serde_json::json!({"count": rng.next(3), "until": until});
+                }
+                l["timeoutMs"] = serde_json::json!(5 + rng.next(20));
+                l
+            };
+            step["condition"] = serde_json::json!(cond);
+            step["negative"] = serde_json::json!(rng.next(5) == 0);
+            step["optional"] = serde_json::json!(rng.next(4) == 0);
+            if rng.next(5) == 0 {
+                step["timeoutMs"] = serde_json::json!(10 + rng.next(40));
+            }
+            v.push(step);
+        }
+        v
+    }
+
+    /// Random trees over three containers, random outcomes, an abort now and then, the state
+    /// going through JSON between containers: every step gets exactly one final end record,
+    /// from the container that owns it, after its start; starts and ends nest; the last
+    /// container's exit code matches its `done`.
+    #[test]
+    fn random_workflows_report_every_step_once_from_its_owner() {
+        for seed in 1..1500u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut container = 0;
+            let steps = random_steps(&mut rng, 0, &mut container, 2);
+            let json =
+                serde_json::json!({"version": 1, "containers": [{}, {}, {}], "steps": steps});
+            let s: Spec = serde_json::from_value(json.clone()).unwrap();
+            if s.validate().is_err() {
+                continue;
+            }
+            let abort_at = if rng.next(4) == 0 {
+                Some(rng.next(6))
+            } else {
+                None
+            };
+            let mut count = 0;
+            let mut state = None;
+            // Final end per step: (container, global order).
+            let mut ends: std::collections::HashMap<String, (u32, usize)> = Default::default();
+            let mut seq = 0;
+            let mut last = None;
+            for g in 0..3u32 {
+                let r = drive(&s, g, state.take(), |l| {
+                    count += 1;
+                    if Some(count) == abort_at {
+                        return Out::Abort;
+                    }
+                    by_name(l)
+                });
+                let mut open: Vec<String> = Vec::new();
+                for rec in &r.log {
+                    if let Some(rest) = rec.strip_prefix("S:") {
+                        let (id, attempt) = rest.split_once('#').unwrap();
+                        let id = id.to_string();
+                        if attempt != "1" {
+                            // A retry: the previous attempt's end, in this container, was not final.
+                            assert_eq!(ends.remove(&id).map(|e| e.0), Some(g), "seed {seed}: {id}");
+                        }
+                        assert!(
+                            !ends.contains_key(&id),
+                            "seed {seed}: {id} starts after its end"
+                        );
+                        open.push(id);
+                    } else if let Some(rest) = rec.strip_prefix("E:") {
+                        let (id, status) = rest.split_once('=').unwrap();
+                        if open.last().map(String::as_str) == Some(id) {
+                            open.pop();
+                        }
+                        let _ = status;
+                        seq += 1;
+                        let prev = ends.insert(id.to_string(), (g, seq));
+                        if let Some((pg, _)) = prev {
+                            // Only retried attempts end more than once, all in one container.
+                            assert_eq!(pg, g, "seed {seed}: {id} ended in two containers");
+                        }
+                    }
+                }
+                state =
+                    Some(serde_json::from_str(&serde_json::to_string(&r.state).unwrap()).unwrap());
+                last = Some(r);
+            }
+            let m = Machine::new(&s, 0, "/bin/sh", None).unwrap();
+            for i in 1..m.nodes.len() {
+                let id = &m.nodes[i].id;
+                let Some((g, _)) = ends.get(id) else {
+                    panic!("seed {seed}: step {id} never ended\n{json}");
+                };
+                assert_eq!(
+                    *g,
+                    m.owner(i),
+                    "seed {seed}: {id} reported by container {g}\n{json}"
+                );
+                let p = m.nodes[i].parent;
+                if p != 0 {
+                    assert!(
+                        ends[id].1 < ends[&m.nodes[p].id].1,
+                        "seed {seed}: {id} ends after its group\n{json}"
+                    );
+                }
+            }
+            let r = last.unwrap();
+            let done = r.log.last().unwrap();
+            let want = match done.as_str() {
+                "D=passed!" => 0,
+                "D=failed!" => EXIT_FAILED,
+                "D=aborted!" => EXIT_ABORTED,
+                other => panic!("seed {seed}: last record {other}"),
+            };
+            assert_eq!(r.code, want, "seed {seed}");
+        }
     }
 
     #[test]
