@@ -113,9 +113,10 @@ fn wait_started(name: &str, play: &Mutex<Child>, play_done: &AtomicBool) -> bool
     let mut delay = Duration::from_millis(20);
     let mut settle: Option<Instant> = None;
     loop {
-        match state(name).as_deref() {
-            Some("running" | "exited" | "stopped" | "stopping" | "paused") => return true,
-            _ => {}
+        if let Some("running" | "exited" | "stopped" | "stopping" | "paused") =
+            state(name).as_deref()
+        {
+            return true;
         }
         if !play_done.load(Ordering::SeqCst) {
             if let Ok(Some(_)) = play.lock().unwrap().try_wait() {
