@@ -966,6 +966,9 @@ mod tests {
         NoProgram,
         /// SIGTERM arrives to the init while it runs.
         Abort,
+        /// The init is SIGKILLed while the step runs: the run ends with the state saved so far
+        /// (exit code -1 in [`Run`]).
+        Crash,
     }
 
     struct Run {
@@ -1063,6 +1066,19 @@ mod tests {
                     m.handle(Event::Deadline, now)
                 }
                 Out::Abort => m.handle(Event::Abort, now),
+                Out::Crash => {
+                    let reported = m
+                        .reported()
+                        .map(|(id, st, _)| format!("{id}={st}"))
+                        .collect();
+                    return Run {
+                        log,
+                        launches,
+                        code: -1,
+                        state: m.state(),
+                        reported,
+                    };
+                }
             };
         }
     }
@@ -1690,6 +1706,7 @@ mod tests {
     /// container's exit code matches its `done`.
     #[test]
     fn random_workflows_report_every_step_once_from_its_owner() {
+        let (mut crashes, mut aborts, mut runs) = (0, 0, 0);
         for seed in 1..1500u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let mut container = 0;
@@ -1705,6 +1722,13 @@ mod tests {
             } else {
                 None
             };
+            // The init of container 0 or 1 is killed at its n-th spawn, now and then.
+            let crash_at = if rng.next(4) == 0 {
+                Some((rng.next(2) as u32, 1 + rng.next(3)))
+            } else {
+                None
+            };
+            let mut crashed = false;
             let mut count = 0;
             let mut state = None;
             // Final end per step: (container, global order).
@@ -1712,13 +1736,21 @@ mod tests {
             let mut seq = 0;
             let mut last = None;
             for g in 0..3u32 {
+                let mut spawns = 0;
                 let r = drive(&s, g, state.take(), |l| {
                     count += 1;
+                    spawns += 1;
+                    if crash_at == Some((g, spawns)) {
+                        return Out::Crash;
+                    }
                     if Some(count) == abort_at {
                         return Out::Abort;
                     }
                     by_name(l)
                 });
+                crashed |= r.code == -1;
+                crashes += usize::from(r.code == -1);
+                aborts += usize::from(r.log.last().is_some_and(|d| d.starts_with("D=aborted")));
                 let mut open: Vec<String> = Vec::new();
                 for rec in &r.log {
                     if let Some(rest) = rec.strip_prefix("S:") {
@@ -1757,11 +1789,13 @@ mod tests {
                 let Some((g, _)) = ends.get(id) else {
                     panic!("seed {seed}: step {id} never ended\n{json}");
                 };
-                assert_eq!(
-                    *g,
-                    m.owner(i),
-                    "seed {seed}: {id} reported by container {g}\n{json}"
-                );
+                // After a crash, the next container reports what the killed one left.
+                let what = format!("seed {seed}: {id} reported by container {g}\n{json}");
+                if crashed {
+                    assert!(*g >= m.owner(i), "{what}");
+                } else {
+                    assert_eq!(*g, m.owner(i), "{what}");
+                }
                 let p = m.nodes[i].parent;
                 if p != 0 {
                     assert!(
@@ -1771,6 +1805,11 @@ mod tests {
                 }
             }
             let r = last.unwrap();
+            assert!(
+                r.code >= 0,
+                "seed {seed}: the last container never crashes here"
+            );
+            runs += 1;
             let done = r.log.last().unwrap();
             let want = match done.as_str() {
                 "D=passed!" => 0,
@@ -1780,6 +1819,11 @@ mod tests {
             };
             assert_eq!(r.code, want, "seed {seed}");
         }
+        // The test exercises what it claims to.
+        assert!(
+            runs > 1000 && crashes > 40 && aborts > 100,
+            "{runs} {crashes} {aborts}"
+        );
     }
 
     #[test]
