@@ -172,8 +172,21 @@ pub struct Sink {
     pub err: Box<dyn Write + Send>,
     /// Progress lines (None: no live output).
     pub live: Option<(Live, Box<dyn Write + Send>)>,
+    /// On a terminal: a status line under the output, redrawn by [`start_ticker`].
+    progress: Option<Progress>,
     invalid: Vec<&'static str>,
 }
+
+/// The terminal status line: the running step, a spinner and its elapsed time.
+struct Progress {
+    /// (step id, name, started), innermost last.
+    running: Vec<(String, String, std::time::Instant)>,
+    shown: bool,
+    at_line_start: bool,
+    frame: usize,
+}
+
+const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
 impl Sink {
     pub fn new(
@@ -187,20 +200,77 @@ impl Sink {
             out,
             err,
             live,
+            progress: None,
             invalid: Vec::new(),
         }))
+    }
+
+    /// Shows a status line for the running step (use on terminals only).
+    pub fn enable_progress(&mut self) {
+        self.progress = Some(Progress {
+            running: Vec::new(),
+            shown: false,
+            at_line_start: true,
+            frame: 0,
+        });
+    }
+
+    fn clear_progress(&mut self) {
+        if let (Some(p), Some((_, w))) = (&mut self.progress, &mut self.live) {
+            if p.shown {
+                let _ = w.write_all(b"\r\x1b[2K");
+                let _ = w.flush();
+                p.shown = false;
+            }
+        }
+    }
+
+    fn draw_progress(&mut self) {
+        if let (Some(p), Some((_, w))) = (&mut self.progress, &mut self.live) {
+            let Some((_, name, since)) = p.running.last() else {
+                return;
+            };
+            if !p.at_line_start {
+                return;
+            }
+            p.frame = (p.frame + 1) % SPINNER.len();
+            let _ = self.out.flush();
+            let _ = write!(
+                w,
+                "\r\x1b[2K\x1b[2m{} {} {}\x1b[0m",
+                SPINNER[p.frame],
+                name,
+                crate::duration::human(since.elapsed().as_millis() as u64)
+            );
+            let _ = w.flush();
+            p.shown = true;
+        }
+    }
+
+    /// Removes the status line for good (before the final report).
+    pub fn end_progress(&mut self) {
+        self.clear_progress();
+        self.progress = None;
     }
 
     fn event(&mut self, stream: Stream, e: Event<'_>) {
         match e {
             Event::Output(b) => {
+                self.clear_progress();
                 let w = match stream {
                     Stream::Stdout => &mut self.out,
                     Stream::Stderr => &mut self.err,
                 };
                 let _ = w.write_all(b);
+                if let Some(p) = &mut self.progress {
+                    p.at_line_start = b.last() == Some(&b'\n');
+                    if stream == Stream::Stderr {
+                        let _ = self.err.flush();
+                    }
+                }
             }
             Event::Record(r) => {
+                self.clear_progress();
                 self.collector.on_record(&r);
                 if let Some((live, w)) = &mut self.live {
                     if let Some(line) = live.line(&self.collector, &r) {
@@ -209,6 +279,24 @@ impl Sink {
                         let _ = w.flush();
                     }
                 }
+                if let Some(p) = &mut self.progress {
+                    p.at_line_start = true;
+                    match &r {
+                        stepinit_protocol::Record::Start { step, .. }
+                            if !self.collector.is_group(step) =>
+                        {
+                            p.running.retain(|(s, _, _)| s != step);
+                            let name = self.collector.name(step);
+                            p.running
+                                .push((step.clone(), name, std::time::Instant::now()));
+                        }
+                        stepinit_protocol::Record::End { step, .. } => {
+                            p.running.retain(|(s, _, _)| s != step);
+                        }
+                        _ => {}
+                    }
+                }
+                // Drawn by the ticker: steps shorter than a tick never flicker a status line.
             }
             Event::Invalid { reason } => {
                 if !self.invalid.contains(&reason) {
@@ -225,6 +313,21 @@ impl Sink {
         let _ = self.out.flush();
         let _ = self.err.flush();
     }
+}
+
+/// Redraws the status line of a sink with progress every 200 ms, until the sink is dropped or
+/// its progress ended.
+pub fn start_ticker(sink: &Arc<Mutex<Sink>>) {
+    let weak = Arc::downgrade(sink);
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let Some(s) = weak.upgrade() else { return };
+        let mut g = s.lock().unwrap_or_else(|p| p.into_inner());
+        if g.progress.is_none() {
+            return;
+        }
+        g.draw_progress();
+    });
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

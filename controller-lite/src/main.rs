@@ -4,6 +4,7 @@
 //! 130 interrupted.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use stepctl::engine::{self, EngineError, RunOptions};
@@ -211,7 +212,7 @@ fn finish(
 ) -> Result<i32, EngineError> {
     let mut out = std::io::stdout();
     if format == Format::Text {
-        println!();
+        let _ = writeln!(out);
     }
     report::print(&mut out, r, format)
         .map_err(|e| EngineError::new(format!("cannot print: {e}")))?;
@@ -322,11 +323,11 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
                 TsKind::Off => Timestamps::Off,
             };
             pump(std::io::stdin().lock(), Stream::Stdout, ts, &sink);
-            let r = sink
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .collector
-                .result(&name, false, None);
+            let r = {
+                let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
+                g.end_progress();
+                g.collector.result(&name, false, None)
+            };
             finish(&r, format, junit.as_deref(), false)
         }
         Cmd::Status {
@@ -346,7 +347,8 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
                     ))
                 }
             }
-            let g = sink.lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
+            g.end_progress();
             let name = pod
                 .rsplit_once('-')
                 .map(|(a, _)| a)

@@ -462,3 +462,28 @@ fn decode_reads_recorded_kubectl_logs() {
     assert_eq!(step(&doc, &["group", "breaks"])["exitCode"], 7, "{doc}");
     assert!(err.contains("about to fail"), "{err}");
 }
+
+#[test]
+fn a_terminal_gets_colors_and_a_status_line_for_the_running_step() {
+    // `script` gives stepctl a pseudo-terminal as stdout.
+    let p = temp_wf(
+        "tty",
+        "kind: TestWorkflow\nmetadata: {name: tty}\nspec:\n  steps:\n  - name: slow one\n    shell: sleep 0.7; echo done\n",
+    );
+    let cmd = format!("{} run {}", env!("CARGO_BIN_EXE_stepctl"), p.display());
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("script (util-linux) runs");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("\x1b[32m"), "colors on a terminal: {out:?}");
+    // The status line names the running step with its elapsed time, and is erased before the
+    // step's own output.
+    let timed = out
+        .match_indices("slow one ")
+        .any(|(i, m)| out[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()));
+    assert!(timed, "{out:?}");
+    assert!(out.contains("\r\x1b[2Kdone\r\n"), "{out:?}");
+}

@@ -216,6 +216,7 @@ pub fn run(
     let interrupted = signals::interrupted();
     let mut r = {
         let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
+        g.end_progress();
         g.flush();
         g.collector.result(&plan.name, interrupted, Some(wall))
     };

@@ -230,6 +230,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<(RunResult, bool), EngineEr
     let wall = started.elapsed().as_millis() as u64;
     let interrupted = signals::interrupted();
     let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
+    g.end_progress();
     g.flush();
     let mut result = g.collector.result(&plan.name, interrupted, Some(wall));
     result.notes.extend(notes);

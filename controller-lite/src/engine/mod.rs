@@ -60,10 +60,15 @@ pub fn make_sink(collector: Collector, format: Format) -> Arc<Mutex<Sink>> {
         Format::Json => std::io::stderr().is_terminal(),
     };
     let color = tty && std::env::var_os("NO_COLOR").is_none();
-    Sink::new(
+    let sink = Sink::new(
         collector,
         out,
         Box::new(std::io::stderr()),
         Some((Live { color }, live_w)),
-    )
+    );
+    if tty && format == Format::Text && std::env::var_os("STEPCTL_NO_PROGRESS").is_none() {
+        sink.lock().unwrap().enable_progress();
+        crate::follow::start_ticker(&sink);
+    }
+    sink
 }

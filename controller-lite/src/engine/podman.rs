@@ -256,6 +256,7 @@ pub fn run(
     let interrupted = signals::interrupted();
     let mut result = {
         let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
+        g.end_progress();
         g.flush();
         g.collector.result(&plan.name, interrupted, Some(wall))
     };
