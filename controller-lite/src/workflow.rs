@@ -671,8 +671,8 @@ impl Parser {
             _ => self.string(v, path)?,
         };
         Ok(match s.trim() {
-            "passed" | "success" => Condition::Passed,
-            "failed" | "error" => Condition::Failed,
+            "passed" => Condition::Passed,
+            "failed" => Condition::Failed,
             "always" | "true" => Condition::Always,
             "never" | "false" => Condition::Never,
             other => {
