@@ -295,7 +295,11 @@ impl Planner<'_, '_> {
                     Some(Err(e)) => {
                         return Err(self.err(
                             &s.path,
-                            format!("has no command, and the ENTRYPOINT/CMD of image {image} could not be read ({e}); set run.command (and run.args)"),
+                            if e.contains("run.command") {
+                                format!("has no command, and the image's ENTRYPOINT/CMD could not be read: {e}")
+                            } else {
+                                format!("has no command, and the ENTRYPOINT/CMD of image {image} could not be read ({e}); set run.command (and run.args)")
+                            },
                         ))
                     }
                     None => {

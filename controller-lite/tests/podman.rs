@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 /// One pod at a time: the machine has two cores.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const IMAGES: [&str; 2] = [
+const IMAGES: [&str; 3] = [
     "localhost/stepinit/init:dev",
     "localhost/stepinit/test-busybox:dev",
+    "localhost/stepinit/test-scratch:dev",
 ];
 
 fn conf() -> PathBuf {
@@ -153,6 +154,10 @@ spec:
   - name: cleanup
     condition: always
     shell: echo cleanup
+  - name: shell in a shell-less image
+    condition: always
+    run: {image: "localhost/stepinit/test-scratch:dev"}
+    shell: 'read m < /data/out/root.txt; echo "scratch read: $m"'
 "#;
 
 #[test]
@@ -175,6 +180,13 @@ fn failures_across_containers_of_different_users() {
     );
     assert_eq!(step(&doc, &["skipped"])["status"], "skipped");
     assert_eq!(step(&doc, &["cleanup"])["status"], "passed");
+    // The scratch image has no shell: the init runs the script with the sh setup copied.
+    assert_eq!(
+        step(&doc, &["shell in a shell-less image"])["status"],
+        "passed",
+        "{doc}"
+    );
+    assert!(err.contains("scratch read: 0\n"), "{err}");
     assert!(
         err.contains("failing\n") && !err.contains("must not run"),
         "{err}"
