@@ -562,6 +562,16 @@ impl Parser {
             negative: self.opt_bool(m, path, "negative")?.unwrap_or(false),
             ..Default::default()
         };
+        if st
+            .name
+            .as_ref()
+            .is_some_and(|n| n.len() > stepinit_protocol::spec::MAX_ID_LEN)
+        {
+            return Err(self.err(
+                &join(path, "name"),
+                format!("longer than {} bytes", stepinit_protocol::spec::MAX_ID_LEN),
+            ));
+        }
         if let Some(c) = m.get("container") {
             st.container = Some(self.container(c, &join(path, "container"), false)?);
         }
@@ -940,6 +950,12 @@ mod tests {
         let e =
             p("kind: TestWorkflow\nmetadata: {name: t}\nspec: {steps: [{name: x}]}\n").unwrap_err();
         assert_eq!(e.path, "spec.steps[0]");
+        let long = "n".repeat(300);
+        let e = p(&format!(
+            "{HEAD}spec: {{steps: [{{name: {long}, shell: a}}]}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.path, "spec.steps[0].name");
     }
 
     #[test]

@@ -153,6 +153,19 @@ fn hello_example_passes_and_writes_junit() {
     let x = std::fs::read_to_string(&junit).unwrap();
     assert_eq!(x.matches("<testcase ").count(), 8, "{x}");
     assert!(x.contains("<failure type=\"timeout\""), "{x}");
+    let parsed = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])",
+        ])
+        .arg(&junit)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        parsed.status.success(),
+        "JUnit XML is not well-formed: {}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
     let _ = std::fs::remove_file(junit);
 }
 

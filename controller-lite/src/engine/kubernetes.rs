@@ -134,7 +134,7 @@ pub fn run(
     opts: &RunOptions,
     signal_pipe: OwnedFd,
 ) -> Result<(RunResult, bool), EngineError> {
-    let job = format!("{}-{}", plan.name, super::podman::suffix());
+    let job = super::podman::run_name(&plan.name);
     let objs = manifest::objects(
         wf,
         plan,

@@ -56,6 +56,13 @@ pub fn preflight(init_image: &str) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// A unique name for a run's pod or Job: the workflow's name (cut to keep the result a DNS
+/// label, as Job names must be) and a random suffix.
+pub fn run_name(workflow: &str) -> String {
+    let base: String = workflow.chars().take(56).collect();
+    format!("{}-{}", base.trim_end_matches('-'), suffix())
+}
+
 /// A short random suffix for pod names.
 pub fn suffix() -> String {
     let mut b = [0u8; 6];
@@ -171,7 +178,7 @@ pub fn run(
     signal_pipe: OwnedFd,
 ) -> Result<(RunResult, bool), EngineError> {
     preflight(&opts.init_image)?;
-    let pod = format!("{}-{}", plan.name, suffix());
+    let pod = run_name(&plan.name);
     let objs = manifest::objects(
         wf,
         plan,
