@@ -446,4 +446,41 @@ mod tests {
         let out = strip_all(&input, Timestamps::On, 4096);
         assert_eq!(out.len(), 100_001);
     }
+
+    #[test]
+    fn garbage_never_panics_and_is_noted() {
+        use crate::report::Collector;
+        let sink = Sink::new(
+            Collector::new(None),
+            Box::new(std::io::sink()),
+            Box::new(std::io::sink()),
+            None,
+        );
+        // Deterministic pseudo-random bytes, rich in markers, braces and newlines.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let alphabet = b"\x1e{}\":,\n0123456789abtv.-";
+        let data: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if x % 3 == 0 {
+                    (x >> 8) as u8
+                } else {
+                    alphabet[(x >> 16) as usize % alphabet.len()]
+                }
+            })
+            .collect();
+        for ts in [Timestamps::Off, Timestamps::Auto] {
+            let mut d = StreamDecoder::new(Stream::Stdout, ts);
+            for c in data.chunks(4093) {
+                d.feed(c, &sink);
+            }
+            d.finish(&sink);
+        }
+        let g = sink.lock().unwrap();
+        let r = g.collector.result("x", false, None);
+        assert!(!g.collector.notes.is_empty());
+        assert_ne!(r.status, stepinit_protocol::Status::Passed);
+    }
 }
