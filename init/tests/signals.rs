@@ -8,8 +8,9 @@ use std::time::Duration;
 
 /// A recorder: the child shell and a grandchild in its process group trap each signal of `sigs`
 /// and append `NAME` (child) or `gc-NAME` (grandchild) to `$D/got`; both exit 0 once `$D/got`
-/// holds `n` lines. Their `sleep`s ignore the signals (so none dies of one or dumps core), and
-/// they count lines with builtins only (no fork that could catch a signal with default action).
+/// holds `n` lines. While signals may arrive they only run builtins (a busy loop, short): a
+/// forked helper has default dispositions for a moment, and would die of, or be stopped by,
+/// the very signals under test.
 const RECORDER: &str = r#"
 who=$1; n=$2; shift 2; sigs="$*"
 for s in $sigs; do trap "echo $who$s >> \"\$D/got\"" $s; done
@@ -17,7 +18,7 @@ if [ -z "$who" ]; then : > "$D/got"; sh "$D/rec.sh" gc- "$n" $sigs & fi
 echo ready > "$D/ready_${who:-p}"
 count() { c=0; while read -r l; do c=$((c+1)); done < "$D/got"; }
 count
-while [ "$c" -lt "$n" ]; do (trap '' $sigs; exec sleep 0.02); count; done
+while [ "$c" -lt "$n" ]; do count; done
 if [ -z "$who" ]; then wait; fi
 exit 0
 "#;
@@ -155,13 +156,9 @@ fn fatal_signals_sent_by_kill_are_forwarded_and_do_not_kill_the_init() {
             2 * (i + 1),
             &format!("receipt of {}", names[i]),
         );
-        assert!(
-            proc_state(r.pid()).is_some_and(|c| c != 'Z'),
-            "the init died of SIG{}",
-            names[i]
-        );
     }
-    // `finish` panics if the init died of a signal.
+    // A dead init would forward nothing more (the awaits above time out); `finish` also panics
+    // if the init died of a signal.
     let out = r.finish(LIMIT);
     assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
 }
