@@ -296,3 +296,26 @@ fn ctrl_c_stops_the_pod_gracefully_and_reports() {
 extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
 }
+
+#[test]
+fn a_missing_init_image_says_how_to_build_it() {
+    let _g = preflight();
+    let o = stepctl()
+        .args([
+            "run",
+            "--engine",
+            "podman",
+            "--init-image",
+            "localhost/stepinit/no-such-init:0",
+        ])
+        .arg(wf("pure-steps.yaml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("localhost/stepinit/no-such-init:0 is not in podman's storage: build it with `images/build`"),
+        "{err}"
+    );
+    assert!(pods("pure-steps-").is_empty());
+}
