@@ -732,3 +732,207 @@ fn many_steps_run_in_sequence() {
     assert_eq!(String::from_utf8_lossy(&r.stdout.out), want);
     assert_eq!(r.stdout.records.len(), 401);
 }
+
+#[test]
+fn group_env_is_layered_between_spec_and_leaf() {
+    let d = TempDir::new("groupenv");
+    let m = Marker::new("groupenv");
+    let r = run_spec(
+        &d,
+        &json!({
+            "version": 1,
+            "env": [{"name": "A", "value": "spec"}, {"name": "B", "value": "spec"}],
+            "steps": [
+                {"env": [{"name": "B", "value": "group"}, {"name": "C", "value": "group"}], "steps": [
+                    {"shell": "printf '%s,%s,%s|' \"$A\" \"$B\" \"$C\""},
+                    {"shell": "printf '%s,%s,%s|' \"$A\" \"$B\" \"$C\"",
+                     "env": [{"name": "C", "value": "leaf"}]},
+                ]},
+                {"shell": "printf '%s,%s,%s' \"$A\" \"$B\" \"${C-unset}\""},
+            ]
+        }),
+        &m,
+    );
+    assert_eq!(r.code, 0, "stderr: {}", r.raw.stderr_str());
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout.out),
+        "spec,group,group|spec,group,leaf|spec,spec,unset"
+    );
+}
+
+#[test]
+fn group_timeout_reports_the_group_and_skips_the_rest() {
+    let d = TempDir::new("grouptimeout2");
+    let m = Marker::new("grouptimeout2");
+    let r = run_spec(
+        &d,
+        &spec(json!([
+            {"id": "g", "timeoutMs": 500, "graceMs": 300, "steps": [
+                {"id": "slow", "shell": "sleep 1000"},
+                {"id": "later", "shell": "true"},
+            ]},
+        ])),
+        &m,
+    );
+    assert_eq!(r.code, 1, "stderr: {}", r.raw.stderr_str());
+    r.assert_well_formed();
+    let (st, _, _, reason, _) = r.end("slow");
+    assert_eq!(st, Status::Timeout, "{:?}", r.briefs());
+    let reason = reason.unwrap_or_default();
+    assert!(reason.contains("timed out"), "{reason:?}");
+    assert_eq!(r.end("later").0, Status::Skipped);
+    assert_eq!(r.end("g").0, Status::Timeout);
+}
+
+/// As PID 1 of a new PID namespace: a step's orphans are reaped, its setsid'd TERM-ignoring
+/// grandchild is gone before the next step, and the run's records are complete.
+#[test]
+fn spec_mode_as_pid_1() {
+    let d = TempDir::new("specpid1");
+    let m = Marker::new("specpid1");
+    let path = d.join("spec.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec(&spec(json!([
+            {"shell": "[ \"$PPID\" = 1 ]\n\
+                       for i in 1 2 3; do sh -c 'sleep 0.2 >/dev/null & echo $!' >> \"$D/orphans\"; done\n\
+                       setsid sh -c 'trap \"\" TERM; echo $$ > \"$D/gc\"; exec sleep 1000' &\n\
+                       while [ ! -s \"$D/gc\" ]; do sleep 0.01; done",
+             "graceMs": 500},
+            {"shell": "for p in $(cat \"$D/gc\"); do if [ -e /proc/$p ]; then echo \"alive $p\"; exit 1; fi; done\n\
+                       for p in $(cat \"$D/orphans\"); do i=0; while [ -e /proc/$p ]; do \
+                         i=$((i+1)); [ $i -lt 1500 ] || { echo \"zombie $p\"; exit 1; }; sleep 0.02; done; done\n\
+                       echo clean"},
+        ])))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut all: Vec<std::ffi::OsString> =
+        vec!["-fp".into(), "--mount-proc".into(), INIT.as_str().into()];
+    all.push("run".into());
+    all.push(path.into_os_string());
+    let mut c = marked_cmd("unshare", all, &m);
+    c.env("D", d.s());
+    let r = finish_spec(Running::spawn(&mut c), LIMIT);
+    assert_eq!(
+        r.code,
+        0,
+        "unshare -fp --mount-proc init run (needs root and PID namespaces; never skipped): \
+         stdout {:?} stderr {}",
+        String::from_utf8_lossy(&r.stdout.out),
+        r.raw.stderr_str()
+    );
+    assert_records(
+        &r,
+        &[
+            "start 1 #1",
+            "end 1 passed code=0 #1",
+            "start 2 #1",
+            "end 2 passed code=0 #1",
+            "done passed last=true",
+        ],
+    );
+    assert_eq!(r.stdout.out, b"clean\n");
+}
+
+/// Nobody reads the init's stdout any more: the workflow still runs to its end (the init must
+/// not die of SIGPIPE or stop at EPIPE).
+#[test]
+fn a_closed_stdout_does_not_stop_the_workflow() {
+    let d = TempDir::new("closedout");
+    let m = Marker::new("closedout");
+    let path = d.join("spec.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec(&spec(json!([
+            {"shell": "head -c 1000000 /dev/zero"},
+            {"shell": "echo more; touch \"$D/last\"", "condition": "always"},
+        ])))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut c = init_cmd([std::ffi::OsStr::new("run"), path.as_os_str()], &m);
+    c.env("D", d.s());
+    let mut child = c.spawn().unwrap();
+    drop(child.stdout.take());
+    let status = wait_deadline(&mut child, LIMIT);
+    let mut err = Vec::new();
+    use std::io::Read;
+    child.stderr.take().unwrap().read_to_end(&mut err).unwrap();
+    let code = exit_code(status, &err);
+    assert!(d.join("last").exists(), "the last step did not run");
+    assert!(
+        code == 0 || code == 1,
+        "exit {code}; stderr {}",
+        String::from_utf8_lossy(&err)
+    );
+}
+
+/// As root, a step with runAsUser/runAsGroup runs as that uid/gid, and the working directory the
+/// init creates for it belongs to it.
+#[test]
+fn run_as_user_and_its_working_dir() {
+    use std::os::unix::fs::MetadataExt;
+    let d = TempDir::new_shared("runas");
+    let m = Marker::new("runas");
+    let wd = d.join("ws/deep");
+    let r = run_spec(
+        &d,
+        &spec(json!([
+            {"shell": "echo \"$(id -u):$(id -g) $(pwd)\"; touch mine",
+             "runAsUser": 65534, "runAsGroup": 65534, "workingDir": wd.to_str().unwrap()},
+        ])),
+        &m,
+    );
+    assert_eq!(r.code, 0, "stderr: {}", r.raw.stderr_str());
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout.out),
+        format!("65534:65534 {}\n", wd.display())
+    );
+    let meta = std::fs::metadata(&wd).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (65534, 65534),
+        "owner of the created workingDir"
+    );
+    assert_eq!(std::fs::metadata(wd.join("mine")).unwrap().uid(), 65534);
+}
+
+#[test]
+fn termination_log_summarizes_the_run() {
+    let d = TempDir::new("termlog");
+    let m = Marker::new("termlog");
+    let log = d.join("termination-log");
+    std::fs::write(&log, "").unwrap();
+    let path = d.join("spec.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec(&spec(json!([
+            {"shell": "true"},
+            {"shell": "exit 3"},
+            {"shell": "true"},
+        ])))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut c = init_cmd(
+        [
+            std::ffi::OsStr::new("run"),
+            path.as_os_str(),
+            std::ffi::OsStr::new("--termination-log"),
+            log.as_os_str(),
+        ],
+        &m,
+    );
+    let out = Running::spawn(&mut c).finish(LIMIT);
+    assert_eq!(out.code, 1, "stderr: {}", out.stderr_str());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"stepinit-summary 1"), "{text}");
+    assert!(
+        lines.contains(&"counts passed=1 failed=1 skipped=1 timeout=0 aborted=0"),
+        "{text}"
+    );
+    assert!(lines.contains(&"step 2 failed 3"), "{text}");
+    assert!(text.len() < 4096);
+}
