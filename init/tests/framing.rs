@@ -107,7 +107,8 @@ fn random_binary_output_and_forgeries_decode_exactly() {
         let (recs, segs, bad) = output_between_records(&r.raw.stdout);
         assert!(
             bad.is_empty(),
-            "seed {seed}: invalid framing on stdout: {bad:?}"
+            "seed {seed}: invalid framing on stdout: {}",
+            few(&bad)
         );
         let mut want = Vec::new();
         for i in 1..=6 {
@@ -140,8 +141,8 @@ fn random_binary_output_and_forgeries_decode_exactly() {
         let err = decode(&r.raw.stderr);
         assert!(
             err.invalid.is_empty(),
-            "seed {seed}: stderr framing {:?}",
-            err.invalid
+            "seed {seed}: stderr framing {}",
+            few(&err.invalid)
         );
         assert!(err.records.is_empty(), "seed {seed}: records on stderr");
         assert!(err.out == errs.concat(), "seed {seed}: stderr differs");
@@ -196,7 +197,12 @@ fn report_mode_frames_random_output_too() {
     assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
     let so = decode(&out.stdout);
     let se = decode(&out.stderr);
-    assert!(so.invalid.is_empty() && se.invalid.is_empty());
+    assert!(
+        so.invalid.is_empty() && se.invalid.is_empty(),
+        "invalid framing: stdout {} stderr {}",
+        few(&so.invalid),
+        few(&se.invalid)
+    );
     assert_eq!(
         briefs(&so.records),
         vec![
@@ -292,7 +298,7 @@ fn a_100_mib_line_passes_through_with_bounded_init_memory() {
         "stderr: {}",
         String::from_utf8_lossy(&err)
     );
-    assert!(bad.is_empty(), "{bad:?}");
+    assert!(bad.is_empty(), "invalid framing: {}", few(&bad));
     assert_eq!(a_count, LEN, "bytes of the line");
     assert_eq!(other, 0, "foreign bytes inside the line");
     assert_eq!(tail, b"end");

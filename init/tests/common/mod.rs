@@ -457,6 +457,11 @@ pub fn end_of(rs: &[Record], step: &str) -> (Status, Option<i32>, u32, Option<St
         .unwrap_or_else(|| panic!("no end record for step {step} in {:?}", briefs(rs)))
 }
 
+/// A list for an assertion message: its length and its first few items.
+pub fn few<T: std::fmt::Debug>(v: &[T]) -> String {
+    format!("{} items, first: {:?}", v.len(), &v[..v.len().min(5)])
+}
+
 /// A finished `init run`.
 #[derive(Debug)]
 pub struct SpecRun {
@@ -478,9 +483,9 @@ impl SpecRun {
     pub fn assert_well_formed(&self) {
         assert!(
             self.stdout.invalid.is_empty() && self.stderr.invalid.is_empty(),
-            "invalid framing: stdout {:?} stderr {:?}",
-            self.stdout.invalid,
-            self.stderr.invalid
+            "invalid framing: stdout {} stderr {}",
+            few(&self.stdout.invalid),
+            few(&self.stderr.invalid)
         );
         assert!(
             self.stderr.records.is_empty(),
