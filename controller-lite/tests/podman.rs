@@ -212,8 +212,17 @@ fn kept_pod_results_are_rederived_by_status() {
     let st: Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
     let _ = podman(&["pod", "rm", "-f", &pod]);
-    for v in ["stepinit", "stepinit-spec", "workspace"] {
+    // The pod's volumes, the ConfigMap's volume, and the kept manifest directory.
+    for v in ["stepinit", "stepinit-spec", "workspace", "spec"] {
         let _ = podman(&["volume", "rm", "-f", &format!("{pod}-{v}")]);
+    }
+    for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(&format!("stepctl-{pod}-"))
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(st["status"], "passed");
