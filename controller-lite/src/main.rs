@@ -61,11 +61,13 @@ enum ImagesFrom {
 enum Cmd {
     /// Print the Kubernetes manifests (ConfigMap + Pod or Job) for a workflow.
     Build {
+        /// A bare Pod, or a Job around it.
         #[arg(long, value_enum, default_value = "pod")]
         kind: Kind,
         /// Make every container pass the Pod Security `restricted` profile.
         #[arg(long)]
         restricted: bool,
+        /// The image whose /init the setup container copies.
         #[arg(long, default_value = manifest::DEFAULT_INIT_IMAGE)]
         init_image: String,
         /// Where image metadata comes from when a step has no command or user.
@@ -77,8 +79,10 @@ enum Cmd {
     Plan { workflow: PathBuf },
     /// Run a workflow and report its results.
     Run {
+        /// Where to run: this host (no container engine), podman, or Kubernetes (kubectl).
         #[arg(long, value_enum, default_value = "local")]
         engine: EngineKind,
+        /// text: live lines and a table; json: one result document on stdout.
         #[arg(long, value_enum, default_value = "text")]
         output: OutputKind,
         /// Also write the results as JUnit XML to FILE.
@@ -87,6 +91,7 @@ enum Cmd {
         /// Keep the pod (podman, kubernetes) or the temporary directory (local).
         #[arg(long)]
         keep: bool,
+        /// The image whose /init the setup container copies (podman, kubernetes).
         #[arg(long, default_value = manifest::DEFAULT_INIT_IMAGE)]
         init_image: String,
         /// podman/kubernetes: make every container pass the `restricted` profile.
@@ -95,6 +100,7 @@ enum Cmd {
         /// Seconds a stopped pod gets between SIGTERM and SIGKILL on Ctrl-C.
         #[arg(long, default_value_t = 10)]
         grace: u64,
+        /// The TestWorkflow YAML file.
         workflow: PathBuf,
     },
     /// Decode raw container logs from stdin (podman logs / kubectl logs, with or without
@@ -107,6 +113,7 @@ enum Cmd {
         output: OutputKind,
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// Strip RFC 3339 timestamps at line starts (auto: when the first line has one).
         #[arg(long, value_enum, default_value = "auto")]
         timestamps: TsKind,
         /// Name of the workflow in the report.
@@ -115,6 +122,7 @@ enum Cmd {
     },
     /// Re-derive the results of a pod that still exists from its containers' logs.
     Status {
+        /// Where the pod is: podman or kubernetes.
         #[arg(long, value_enum, default_value = "podman")]
         engine: EngineKind,
         #[arg(long, value_enum, default_value = "text")]
