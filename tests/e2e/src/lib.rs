@@ -619,6 +619,13 @@ impl Pod {
         std::fs::read_to_string(self.dir.join(format!("term-{short}"))).expect("termination log")
     }
 
+    /// Creates the pod's volume `short` before the pod is played (podman's emptyDir is a named
+    /// volume: kube play then uses this one) and returns its host directory.
+    pub fn precreate_volume(&self, short: &str) -> PathBuf {
+        podman_ok(["volume", "create", &format!("{}-{short}", self.name)]);
+        self.volume_dir(short)
+    }
+
     /// The host directory holding the pod's volume `short` (`shared`, `workspace`, `spec`).
     pub fn volume_dir(&self, short: &str) -> PathBuf {
         let out = podman_ok([

@@ -883,3 +883,47 @@ fn a_restarted_container_reports_its_own_killed_step_aborted_and_goes_on() {
     assert_eq!(s.stdout_str(), "cleanup\n");
     assert_eq!(s.done(), (Status::Failed, true));
 }
+
+/// Setup never writes through a symlink planted in the shared volume (podman reuses an emptyDir
+/// volume by name, so its content can predate the pod): the links are replaced, their targets
+/// left alone.
+#[test]
+fn setup_replaces_planted_symlinks_instead_of_writing_through_them() {
+    require_images();
+    let spec = new_spec(
+        vec![spec_ctr("root", Some((0, 0)), None)],
+        vec![shell_step(
+            "check",
+            0,
+            "cat /workspace/victim-init /workspace/victim-sh",
+        )],
+    );
+    let pod = Pod::new(
+        "symlink",
+        &spec,
+        &[Ctr::setup()],
+        &Ctr::group("root", BUSYBOX_IMAGE, 0),
+    );
+    let shared = pod.precreate_volume("shared");
+    let workspace = pod.precreate_volume("workspace");
+    std::fs::write(workspace.join("victim-init"), "victim-init\n").unwrap();
+    std::fs::write(workspace.join("victim-sh"), "victim-sh\n").unwrap();
+    std::os::unix::fs::symlink("/workspace/victim-init", shared.join("init")).unwrap();
+    std::os::unix::fs::symlink("/workspace/victim-sh", shared.join("sh")).unwrap();
+    let code = pod.run_to_end(LIMIT);
+    assert_eq!(code, 0, "{}", pod.debug());
+    let l = container_logs(&pod.ctr("root"));
+    assert_eq!(
+        l.stdout_str(),
+        "victim-init\nvictim-sh\n",
+        "targets untouched"
+    );
+    for f in ["init", "sh"] {
+        let m = std::fs::symlink_metadata(shared.join(f)).unwrap();
+        assert!(m.file_type().is_file(), "{f} is a regular file now");
+    }
+    assert_eq!(
+        std::fs::read(shared.join("init")).unwrap(),
+        std::fs::read(init_binary()).unwrap()
+    );
+}
