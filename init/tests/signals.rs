@@ -263,3 +263,79 @@ fn sigterm_kills_a_term_ignoring_child_after_the_grace() {
         assert!(m.pids().is_empty(), "SIG{name} survivors: {}", m.describe());
     }
 }
+
+/// As PID 1 of a PID namespace (a container), signals from outside (`docker stop`, `kill`) still
+/// reach the init, which forwards them and runs the stop sequence: PID 1 gets no default action,
+/// so an init that merely left the signal at its default would never see it.
+#[test]
+fn signals_from_outside_reach_pid_1() {
+    let d = TempDir::new("pid1sig");
+    let m = Marker::new("pid1sig");
+    std::fs::write(
+        d.join("child.sh"),
+        r#"trap 'echo USR1 >> "$D/got"' USR1
+trap '' TERM
+touch "$D/ready"
+while :; do sleep 0.05; done
+"#,
+    )
+    .unwrap();
+    let mut c = marked_cmd(
+        "unshare",
+        [
+            "-fp",
+            "--mount-proc",
+            INIT.as_str(),
+            "--grace",
+            "1s",
+            "--",
+            "sh",
+            d.join("child.sh").to_str().unwrap(),
+        ],
+        &m,
+    );
+    c.env("D", d.s());
+    let r = Running::spawn(&mut c);
+    await_file(&d.join("ready"), "the child under PID 1");
+    // The init is unshare's child (in our namespace it has an ordinary pid).
+    let mut init_pid = 0;
+    assert!(
+        wait_until(LIMIT, || {
+            let kids =
+                std::fs::read_to_string(format!("/proc/{}/task/{}/children", r.pid(), r.pid()))
+                    .unwrap_or_default();
+            init_pid = kids
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            init_pid > 0
+        }),
+        "no child of unshare"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{init_pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("NSpid:") && l.ends_with("\t1")),
+        "the init is not PID 1 of its namespace: {status}"
+    );
+    assert_eq!(unsafe { libc::kill(init_pid, libc::SIGUSR1) }, 0);
+    await_lines(&d.join("got"), 1, "USR1 forwarded by PID 1");
+    let t = std::time::Instant::now();
+    assert_eq!(unsafe { libc::kill(init_pid, libc::SIGTERM) }, 0);
+    let out = r.finish(LIMIT);
+    // The child ignores TERM: SIGKILLed after the grace.
+    assert_eq!(
+        out.code,
+        128 + libc::SIGKILL,
+        "stderr: {}",
+        out.stderr_str()
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+}

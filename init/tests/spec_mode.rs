@@ -936,3 +936,32 @@ fn termination_log_summarizes_the_run() {
     assert!(lines.contains(&"step 2 failed 3"), "{text}");
     assert!(text.len() < 4096);
 }
+
+/// Signals other than TERM/INT reach the running step's process group.
+#[test]
+fn other_signals_are_forwarded_to_the_running_step() {
+    let d = TempDir::new("specfwd");
+    let m = Marker::new("specfwd");
+    let running = start_spec(
+        &d,
+        &spec(json!([
+            // Builtins only while signals may arrive: a forked helper would die of them (and
+            // `-e` would end the script).
+            {"shell": "trap 'echo HUP >> \"$D/got\"' HUP\n\
+                       trap 'echo USR1 >> \"$D/got\"' USR1\n\
+                       : > \"$D/got\"; touch \"$D/ready\"\n\
+                       count() { c=0; while read -r l; do c=$((c+1)); done < \"$D/got\"; }\n\
+                       count; while [ $c -lt 2 ]; do count; done"},
+        ])),
+        &[("D", d.s())],
+        &m,
+    );
+    await_file(&d.join("ready"), "the step's traps");
+    running.signal(libc::SIGUSR1);
+    await_lines(&d.join("got"), 1, "USR1");
+    running.signal(libc::SIGHUP);
+    await_lines(&d.join("got"), 2, "HUP");
+    let r = finish_spec(running, LIMIT);
+    assert_eq!(r.code, 0, "stderr: {}", r.raw.stderr_str());
+    assert_eq!(read_lines(&d.join("got")), vec!["USR1", "HUP"]);
+}

@@ -412,3 +412,31 @@ fn report_mode_timeout_is_reported() {
         "{reason:?}"
     );
 }
+
+#[test]
+fn documented_argument_forms() {
+    let m = Marker::new("argforms");
+    // `--flag=value`, and `--` may be omitted when CMD does not start with `-` (init/README.md).
+    let out = run(
+        ["--timeout=5s", "--grace=1s", "--", "sh", "-c", "exit 4"],
+        &m,
+    );
+    assert_eq!(out.code, 4, "stderr: {}", out.stderr_str());
+    let out = run(["sh", "-c", "exit 5"], &m);
+    assert_eq!(out.code, 5, "stderr: {}", out.stderr_str());
+    // After `--`, everything is the child's argv, flags included.
+    let out = run(
+        [
+            "--",
+            "sh",
+            "-c",
+            "printf '%s|' \"$@\"",
+            "sh",
+            "--timeout",
+            "--",
+        ],
+        &m,
+    );
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
+    assert_eq!(out.stdout_str(), "--timeout|--|");
+}
