@@ -935,3 +935,64 @@ fn setup_replaces_planted_symlinks_instead_of_writing_through_them() {
         .mode();
     assert_eq!(mode & 0o7777, 0o555);
 }
+
+/// `podman pod stop` while initContainers run: podman (kube play holds the pod's lock) lets every
+/// remaining initContainer run to its end unsignalled, then starts the last container and stops
+/// it at once. The last init gets SIGTERM right as it starts (a TERM lost before the init set up
+/// its signal handling would be dropped by the kernel for a namespace's PID 1, and podman would
+/// wait the whole -t 30): it must abort its step promptly and exit 130.
+#[test]
+fn pod_stop_during_init_containers_aborts_the_last_container_as_it_starts() {
+    require_images();
+    let spec = new_spec(
+        vec![
+            spec_ctr("root", Some((0, 0)), None),
+            spec_ctr("last", Some((1001, 1001)), None),
+        ],
+        vec![
+            cmd_step("first", 0, &["sh", "-c", "sleep 2; echo first-done"]),
+            step(
+                cmd_step(
+                    "long",
+                    1,
+                    &["/probe", "echo", "long-started", "::", "sleep", "60000"],
+                ),
+                |s| s.grace_ms = Some(1000),
+            ),
+        ],
+    );
+    let pod = Pod::new(
+        "podstop-early",
+        &spec,
+        &[Ctr::setup(), Ctr::group("root", BUSYBOX_IMAGE, 0)],
+        &Ctr::group("last", SCRATCH_IMAGE, 1).user(1001, 1001),
+    );
+    let play = pod.play_spawn();
+    wait_for_start(&pod, "root", "first");
+    let t = Instant::now();
+    podman_ok(["pod", "stop", "-t", "30", &pod.name]);
+    let took = t.elapsed();
+    let _ = play.wait(LIMIT);
+    let root = container_logs(&pod.ctr("root"));
+    assert_eq!(
+        root.status("first"),
+        Status::Passed,
+        "podman does not signal initContainers"
+    );
+    let code = wait_exited(&pod.ctr("last"), LIMIT);
+    assert_eq!(code, 130, "{}", pod.debug());
+    assert!(
+        took < Duration::from_secs(10),
+        "pod stop took {took:?}: the early TERM was lost"
+    );
+    let l = container_logs(&pod.ctr("last"));
+    l.assert_clean("last");
+    // The TERM may come before or after the step started: either way it ends aborted or skipped.
+    let st = l.status("long");
+    assert!(
+        matches!(st, Status::Aborted | Status::Skipped),
+        "{:#?}",
+        l.records
+    );
+    assert_eq!(l.done(), (Status::Aborted, true));
+}
