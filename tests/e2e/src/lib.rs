@@ -573,6 +573,32 @@ impl Pod {
         }
     }
 
+    /// A pod from a YAML file whose names all start with `prefix` (e.g. `stepinit-example`):
+    /// every occurrence is replaced by a unique name, so the file can be played by tests running
+    /// concurrently. `containers` are the short names, in start order.
+    pub fn from_file(path: &Path, prefix: &str, containers: &[&str]) -> Pod {
+        let name = unique("file");
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).expect("pod dir");
+        let text =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            text.contains(prefix),
+            "{} never says {prefix}",
+            path.display()
+        );
+        let yaml = text.replace(prefix, &name);
+        let yaml_path = dir.join("pod.yaml");
+        std::fs::write(&yaml_path, &yaml).expect("write pod yaml");
+        Pod {
+            containers: containers.iter().map(|c| format!("{name}-{c}")).collect(),
+            name,
+            yaml,
+            yaml_path,
+            dir,
+        }
+    }
+
     /// The full podman name of container `short` (`<pod>-<short>`).
     pub fn ctr(&self, short: &str) -> String {
         format!("{}-{short}", self.name)

@@ -996,3 +996,63 @@ fn pod_stop_during_init_containers_aborts_the_last_container_as_it_starts() {
     );
     assert_eq!(l.done(), (Status::Aborted, true));
 }
+
+/// tests/podman/example-pod.yaml, the documented example, is valid Kubernetes and does what its
+/// spec says on podman.
+#[test]
+fn the_documented_example_pod_is_valid_and_runs() {
+    require_images();
+    let file = repo_root().join("tests/podman/example-pod.yaml");
+    let o = run_limited(
+        {
+            let mut c = std::process::Command::new("kubernetes-validate");
+            c.arg("--strict").arg("--quiet").arg(&file);
+            c
+        },
+        Duration::from_secs(120),
+    );
+    assert!(
+        o.status.success(),
+        "kubernetes-validate {}: {}{}",
+        file.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let pod = Pod::from_file(
+        &file,
+        "stepinit-example",
+        &["setup", "build", "test", "report"],
+    );
+    let code = pod.run_to_end(LIMIT);
+    assert_eq!(code, 0, "{}", pod.debug());
+    for c in ["setup", "build", "test"] {
+        let c = pod.ctr(c);
+        assert_eq!(inspect(&c).exit_code, 0, "{}", pod.debug());
+        assert!(
+            container_logs(&c).stderr.is_empty(),
+            "{c} printed errors\n{}",
+            pod.debug()
+        );
+    }
+    let test = container_logs(&pod.ctr("test"));
+    assert_eq!(test.status("flaky"), Status::Failed);
+    let retries = test
+        .records
+        .iter()
+        .filter(|r| matches!(r, Record::Start { step, .. } if step == "flaky"))
+        .count();
+    assert_eq!(retries, 2, "retry count 1: two attempts");
+    let report = container_logs(&pod.ctr("report"));
+    report.assert_clean("report");
+    assert_eq!(report.stdout_str(), "built by root\ntested by 1001\n");
+    assert_eq!(
+        report.status("test"),
+        Status::Passed,
+        "the optional failure stays inside"
+    );
+    assert_eq!(report.status("never"), Status::Skipped);
+    assert_eq!(report.done(), (Status::Passed, true));
+    let summary = std::fs::read(pod.volume_dir("shared").join("state/summary.2")).unwrap();
+    let s = Summary::decode(&summary).unwrap();
+    assert_eq!((s.container, s.last, s.status), (2, true, Status::Passed));
+}
