@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -290,6 +291,8 @@ fn abort_with(sig: i32) {
     let mut child = stepctl()
         .args(["run", "--output", "json"])
         .arg(&p)
+        // Its own process group, as a shell gives a foreground job.
+        .process_group(0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -309,7 +312,14 @@ fn abort_with(sig: i32) {
         assert!(t.elapsed() < Duration::from_secs(20), "{seen}");
     }
     let sent = Instant::now();
-    unsafe { kill(child.id() as i32, sig) };
+    // SIGINT as a terminal's Ctrl-C sends it: to the whole foreground process group; SIGTERM
+    // as a supervisor does: to stepctl alone.
+    let target = if sig == 2 {
+        -(child.id() as i32)
+    } else {
+        child.id() as i32
+    };
+    unsafe { kill(target, sig) };
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
     let o = child.wait_with_output().unwrap();

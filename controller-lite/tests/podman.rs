@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -266,6 +267,8 @@ fn ctrl_c_stops_the_pod_gracefully_and_reports() {
             "run", "--engine", "podman", "--output", "json", "--grace", "5",
         ])
         .arg(&p)
+        // Its own process group, as a shell gives a foreground job.
+        .process_group(0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -285,7 +288,8 @@ fn ctrl_c_stops_the_pod_gracefully_and_reports() {
         assert!(t.elapsed() < Duration::from_secs(90), "{seen}");
     }
     let sent = Instant::now();
-    unsafe { kill(child.id() as i32, 2) };
+    // Ctrl-C on a terminal: SIGINT to the whole foreground process group.
+    unsafe { kill(-(child.id() as i32), 2) };
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
     let o = child.wait_with_output().unwrap();

@@ -28,6 +28,7 @@ static NAMESPACE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 fn kubectl() -> Command {
     let mut c = Command::new("kubectl");
     c.stdin(Stdio::null());
+    super::detach(&mut c);
     if let Some(ns) = NAMESPACE.get() {
         c.args(["--namespace", ns]);
     }

@@ -72,3 +72,18 @@ pub fn make_sink(collector: Collector, format: Format) -> Arc<Mutex<Sink>> {
     }
     sink
 }
+
+/// Puts a helper process (podman, kubectl) in its own process group, so a terminal's Ctrl-C
+/// reaches stepctl alone, which then stops the pod in order and keeps reading the logs; and ends
+/// it if stepctl dies.
+pub fn detach(c: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    c.process_group(0);
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+}

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 pub fn podman() -> Command {
     let mut c = Command::new("podman");
     c.stdin(Stdio::null());
+    super::detach(&mut c);
     c
 }
 
