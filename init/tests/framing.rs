@@ -215,6 +215,44 @@ fn report_mode_frames_random_output_too() {
     assert!(se.out == e && se.records.is_empty(), "stderr differs");
 }
 
+/// A consumer that reads slowly stalls the init (it blocks with it): nothing is dropped.
+#[test]
+fn a_slow_reader_loses_nothing() {
+    let d = TempDir::new("slowreader");
+    let m = Marker::new("slowreader");
+    let mut rng = Rng::new(7);
+    let o = nasty_bytes(&mut rng, 1 << 20);
+    std::fs::write(d.join("o"), &o).unwrap();
+    std::fs::write(
+        d.join("spec.json"),
+        serde_json::to_vec(
+            &json!({"version": 1, "steps": [{"shell": "cat o"}, {"shell": "cat o"}]}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut c = init_cmd(["run", "spec.json"], &m);
+    c.current_dir(d.path());
+    let mut child = c.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stream = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stdout.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        stream.extend_from_slice(&buf[..n]);
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let st = wait_deadline(&mut child, LIMIT);
+    assert_eq!(exit_code(st, b""), 0);
+    let dec = decode(&stream);
+    assert!(dec.invalid.is_empty(), "{}", few(&dec.invalid));
+    assert!(dec.out == [o.clone(), o].concat(), "output differs");
+    assert_eq!(dec.records.len(), 5);
+}
+
 /// 100 MiB without a newline through the framing: exact length and content, and the init's peak
 /// RSS stays small (it streams; it does not buffer lines).
 #[test]

@@ -965,3 +965,49 @@ fn other_signals_are_forwarded_to_the_running_step() {
     assert_eq!(r.code, 0, "stderr: {}", r.raw.stderr_str());
     assert_eq!(read_lines(&d.join("got")), vec!["USR1", "HUP"]);
 }
+
+/// `--group N` runs container N's leaves only; an intermediate container exits 0 with
+/// `done last:false` whatever happened, the last one reports the workflow's result.
+#[test]
+fn group_flag_runs_one_containers_leaves() {
+    let d = TempDir::new("groupflag");
+    let m = Marker::new("groupflag");
+    let path = d.join("spec.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec(&json!({"version": 1, "containers": [{}, {}], "steps": [
+            {"id": "a", "shell": "echo a; exit 1", "container": 0, "optional": true},
+            {"id": "b", "shell": "echo b", "container": 0},
+            {"id": "c", "shell": "echo c", "container": 1},
+        ]}))
+        .unwrap(),
+    )
+    .unwrap();
+    let go = |n: &str| {
+        let mut c = init_cmd(
+            [
+                std::ffi::OsStr::new("run"),
+                path.as_os_str(),
+                std::ffi::OsStr::new("--group"),
+                std::ffi::OsStr::new(n),
+            ],
+            &m,
+        );
+        c.current_dir(d.path());
+        finish_spec(Running::spawn(&mut c), LIMIT)
+    };
+    let r0 = go("0");
+    assert_eq!(r0.code, 0, "stderr: {}", r0.raw.stderr_str());
+    r0.assert_well_formed();
+    assert_eq!(r0.stdout.out, b"a\nb\n");
+    assert!(
+        !r0.briefs().iter().any(|b| b.contains(" c ")),
+        "{:?}",
+        r0.briefs()
+    );
+    assert_eq!(r0.briefs().last().unwrap(), "done passed last=false");
+    let r1 = go("1");
+    assert_eq!(r1.code, 0, "stderr: {}", r1.raw.stderr_str());
+    assert_eq!(r1.stdout.out, b"c\n");
+    assert_eq!(r1.briefs().last().unwrap(), "done passed last=true");
+}
