@@ -801,3 +801,17 @@ pub fn walk(dir: &Path) -> Vec<(PathBuf, u32, u32, u32)> {
     }
     out
 }
+
+/// Panics unless `kubernetes-validate --strict` accepts the YAML file (every resource in it).
+pub fn assert_valid_kubernetes(path: &Path) {
+    let mut c = Command::new("kubernetes-validate");
+    c.arg("--strict").arg("--quiet").arg(path);
+    let o = run_limited(c, Duration::from_secs(120));
+    assert!(
+        o.status.success(),
+        "kubernetes-validate {}: {}{}",
+        path.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -184,6 +184,8 @@ fn handoff_runs_each_group_in_its_container_with_users_workdirs_and_a_shell_less
     );
     let (inits, last) = three_ctrs();
     let pod = Pod::new("handoff", &spec, &inits, &last);
+    // The hand-written pods are real Kubernetes, not podman-only YAML.
+    assert_valid_kubernetes(&pod.yaml_path);
     let code = pod.run_to_end(LIMIT);
     let dbg = || pod.debug();
     assert_eq!(
@@ -1003,21 +1005,7 @@ fn pod_stop_during_init_containers_aborts_the_last_container_as_it_starts() {
 fn the_documented_example_pod_is_valid_and_runs() {
     require_images();
     let file = repo_root().join("tests/podman/example-pod.yaml");
-    let o = run_limited(
-        {
-            let mut c = std::process::Command::new("kubernetes-validate");
-            c.arg("--strict").arg("--quiet").arg(&file);
-            c
-        },
-        Duration::from_secs(120),
-    );
-    assert!(
-        o.status.success(),
-        "kubernetes-validate {}: {}{}",
-        file.display(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_valid_kubernetes(&file);
     let pod = Pod::from_file(
         &file,
         "stepinit-example",
