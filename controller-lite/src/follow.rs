@@ -464,7 +464,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                if x % 3 == 0 {
+                if x & 3 == 0 {
                     (x >> 8) as u8
                 } else {
                     alphabet[(x >> 16) as usize % alphabet.len()]
