@@ -157,6 +157,13 @@ def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+def quartiles(xs):
+    if len(xs) < 4:
+        return "-"
+    q = statistics.quantiles(xs, n=4)
+    return f"{q[0] * 1e3:.1f}–{q[2] * 1e3:.1f} ms"
+
+
 def pods(ctx, s):
     n = ctx.p["pod_steps"]
     s.about = (
@@ -198,13 +205,15 @@ def pods(ctx, s):
             res[v].append(play_once(pm, ctx.work, v, n, timeout))
     total = {v: med([r["total"] for r in res[v]]) for v in variants}
     first = {v: med([r["first_step"] for r in res[v]]) for v in variants}
-    interval = {v: med([b - a for r in res[v] for a, b in zip(r["step_times"], r["step_times"][1:])])
-                for v in variants}
+    gaps = {v: [b - a for r in res[v] for a, b in zip(r["step_times"], r["step_times"][1:])]
+            for v in variants}
+    interval = {v: med(gaps[v]) for v in variants}
     ctrs = {"merged": "setup + 1", "isolated": f"setup + {n}", "no init": f"{n}"}
     s.table(["Variant", "Containers", "Total median", "vs merged", "play → first step",
-             "Step to next step (median)"],
+             "Step to next step: median (quartiles, samples)"],
             [(v, ctrs[v], f"{total[v]:.2f} s", f"{total[v] / total['merged']:.2f}x",
-              f"{first[v]:.2f} s", f"{interval[v] * 1e3:.1f} ms") for v in variants])
+              f"{first[v]:.2f} s", f"{interval[v] * 1e3:.1f} ms ({quartiles(gaps[v])}, "
+              f"{len(gaps[v])})") for v in variants])
     saved = total["isolated"] - total["merged"]
     s.headline = (f"{n} steps in 1 merged container: {total['merged']:.2f} s; in {n} isolated "
                   f"containers with the init: {total['isolated']:.2f} s; in {n} containers "
