@@ -332,3 +332,35 @@ fn a_missing_init_image_says_how_to_build_it() {
     );
     assert!(pods("pure-steps-").is_empty());
 }
+
+const RESTRICTED: &str = r#"
+kind: TestWorkflow
+metadata: {name: restricted}
+spec:
+  container:
+    securityContext: {runAsUser: 1001, runAsGroup: 1001}
+  steps:
+  - name: hardened
+    workingDir: /data
+    shell: grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; id -u; touch ok
+  - name: next container sees it
+    shell: test -f /data/ok
+"#;
+
+#[test]
+fn restricted_pods_run_hardened() {
+    let _g = preflight();
+    let p = temp_wf("restricted", RESTRICTED);
+    let (code, doc, err) = run_json(&p, &["--restricted"]);
+    assert_eq!(code, 0, "{doc}\n{err}");
+    // No capabilities, no privilege escalation, a seccomp filter, the workflow's user.
+    assert!(err.contains("CapEff:\t0000000000000000\n"), "{err}");
+    assert!(err.contains("NoNewPrivs:\t1\n"), "{err}");
+    assert!(err.contains("Seccomp:\t2\n"), "{err}");
+    assert!(err.contains("\n1001\n"), "{err}");
+    assert_eq!(step(&doc, &["next container sees it"])["status"], "passed");
+    // Without --restricted the same steps may gain privileges (NoNewPrivs 0).
+    let (code, _, err) = run_json(&p, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("NoNewPrivs:\t0\n"), "{err}");
+}
