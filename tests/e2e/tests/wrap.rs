@@ -187,3 +187,36 @@ fn report_mode_records_decode_from_podman_logs() {
     assert_eq!(logs.end("1").1, Some(3));
     assert_eq!(logs.done(), (Status::Failed, true));
 }
+
+/// The drop-in case: podman's own `--init` runs `<init-path> -- CMD...` as PID 1 (catatonit by
+/// default); ours takes its place with `--init-path`.
+#[test]
+fn it_replaces_catatonit_as_podman_run_init() {
+    require_images();
+    let init = init_binary();
+    let o = run_limited(
+        podman_cmd([
+            "run",
+            "--rm",
+            "--init",
+            "--init-path",
+            init.to_str().unwrap(),
+            BUSYBOX_IMAGE,
+            "sh",
+            "-c",
+            "tr '\\0' ' ' < /proc/1/cmdline; exit 7",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let cmdline = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        cmdline.starts_with("/run/podman-init -- sh -c"),
+        "{cmdline}"
+    );
+}
