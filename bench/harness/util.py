@@ -56,15 +56,36 @@ def run(cmd, timeout, env=None, cwd=None, stdin=subprocess.DEVNULL, check=True):
 
 
 def kill_group(p):
-    """Kills the process group of Popen `p` (started with start_new_session) and reaps `p`."""
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """Kills everything in the session of Popen `p` (started with start_new_session): its process
+    group and the groups its descendants made (an init puts its child in a group of its own),
+    then reaps `p`."""
+    for pid in session_members(p.pid) + [p.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     try:
         p.wait(timeout=10)
     except subprocess.TimeoutExpired:
         pass
+
+
+def session_members(sid):
+    """Pids whose session id is `sid` (from /proc/PID/stat)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # Fields after "(comm)": state ppid pgrp session ...
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 3 and fields[3] == str(sid):
+            pids.append(int(d))
+    return pids
 
 
 def which(name):
