@@ -103,15 +103,18 @@ def write_spec(path, steps):
 
 def check_spec_run(ctx, spec, expect_steps, timeout):
     """Runs `init run spec` once and checks every step passed: the figures are of a real run."""
+    p = subprocess.Popen([ctx.init, "run", str(spec)], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        p = subprocess.run([ctx.init, "run", str(spec)], capture_output=True, timeout=timeout)
+        out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        kill_group(p)
         raise Failed(f"`init run {spec}` still running after {timeout}s")
-    recs = records(p.stdout)
+    recs = records(out)
     ends = [r for r in recs if r.get("t") == "end" and r.get("status") == "passed"]
     done = [r for r in recs if r.get("t") == "done"]
     if p.returncode != 0 or len(ends) != expect_steps or not done or done[-1]["status"] != "passed":
-        tail = p.stderr.decode(errors="replace").strip()[-300:]
+        tail = err.decode(errors="replace").strip()[-300:]
         raise Failed(f"`init run {spec}` exit {p.returncode}, {len(ends)}/{expect_steps} steps "
                      f"passed, done={done[-1:] or 'missing'}: {tail}")
 
