@@ -1044,3 +1044,77 @@ fn the_documented_example_pod_is_valid_and_runs() {
     let s = Summary::decode(&summary).unwrap();
     assert_eq!((s.container, s.last, s.status), (2, true, Status::Passed));
 }
+
+/// A group's deadline bounds all its children, across containers: the time spent in container 0
+/// (and the handoff) counts in container 1.
+#[test]
+fn a_group_deadline_spans_containers() {
+    require_images();
+    let spec = new_spec(
+        vec![
+            spec_ctr("root", Some((0, 0)), None),
+            spec_ctr("last", Some((1001, 1001)), None),
+        ],
+        vec![
+            step(
+                group(
+                    "timed",
+                    vec![
+                        cmd_step("slow-0", 0, &["sh", "-c", "sleep 1.5"]),
+                        cmd_step(
+                            "slow-1",
+                            1,
+                            &["/probe", "echo", "started", "::", "sleep", "60000"],
+                        ),
+                    ],
+                ),
+                |s| s.timeout_ms = Some(2500),
+            ),
+            step(
+                cmd_step("after", 1, &["/probe", "echo", "after-ran"]),
+                |s| s.condition = Condition::Always,
+            ),
+        ],
+    );
+    let pod = Pod::new(
+        "deadline",
+        &spec,
+        &[Ctr::setup(), Ctr::group("root", BUSYBOX_IMAGE, 0)],
+        &Ctr::group("last", SCRATCH_IMAGE, 1).user(1001, 1001),
+    );
+    let t = Instant::now();
+    let code = pod.run_to_end(LIMIT);
+    let took = t.elapsed();
+    assert_eq!(code, 1, "{}", pod.debug());
+    assert!(
+        took < Duration::from_secs(20),
+        "the deadline fired: {took:?}"
+    );
+    let root = container_logs(&pod.ctr("root"));
+    assert_eq!(root.status("slow-0"), Status::Passed);
+    let l = container_logs(&pod.ctr("last"));
+    l.assert_clean("last");
+    // slow-1 had about 1s left of the group's 2.5s when its container started.
+    let (st, _, _) = l.end("slow-1");
+    assert!(
+        matches!(st, Status::Timeout | Status::Aborted | Status::Failed),
+        "{:#?}",
+        l.records
+    );
+    let ms = l
+        .records
+        .iter()
+        .find_map(|r| match r {
+            Record::End { step, ms, .. } if step == "slow-1" => Some(*ms),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        ms < 2000,
+        "slow-1 ran {ms} ms: the time spent in container 0 must count"
+    );
+    assert_eq!(l.status("timed"), Status::Timeout, "{:#?}", l.records);
+    assert_eq!(l.status("after"), Status::Passed);
+    assert_eq!(l.stdout_str(), "started\nafter-ran\n");
+    assert_eq!(l.done(), (Status::Failed, true));
+}
