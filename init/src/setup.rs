@@ -42,7 +42,8 @@ pub enum Access {
     Open,
 }
 
-/// Derives the access model from the spec's containers (no spec: unknown, so [`Access::Open`]).
+/// Derives the access model from the uids/gids of the spec's containers and of its steps that
+/// run as their own user (no spec: unknown, so [`Access::Open`]).
 pub fn plan(spec: Option<&Spec>) -> Access {
     let Some(spec) = spec else {
         return Access::Open;
@@ -66,6 +67,22 @@ pub fn plan(spec: Option<&Spec>) -> Access {
                 groups.insert(g);
             }
             (None, None) => return Access::Open,
+        }
+    }
+    // Leaves may also run as a uid/gid of their own (step runAsUser/runAsGroup): they use the
+    // same directories as their container.
+    let mut todo: Vec<&stepinit_protocol::Step> = spec.steps.iter().collect();
+    while let Some(s) = todo.pop() {
+        todo.extend(s.steps.iter());
+        match (s.run_as_user, s.run_as_group) {
+            (Some(0), _) | (None, None) => {}
+            (Some(u), g) => {
+                users.insert(u);
+                user_gids.insert(g.unwrap_or(u));
+            }
+            (None, Some(g)) => {
+                groups.insert(g);
+            }
         }
     }
     let first_user = users.iter().next().copied();
@@ -511,6 +528,34 @@ mod tests {
         );
         assert_eq!(p(&[(Some(1001), None), (None, None)]), Access::Open);
         assert_eq!(plan(None), Access::Open);
+    }
+
+    #[test]
+    fn steps_running_as_their_own_user_are_served_too() {
+        let mut spec = spec_with(&[(Some(0), Some(0)), (Some(1001), Some(1001))]);
+        let leaf = |u: Option<u32>, g: Option<u32>| stepinit_protocol::Step {
+            command: vec!["true".into()],
+            run_as_user: u,
+            run_as_group: g,
+            ..Default::default()
+        };
+        spec.steps = vec![stepinit_protocol::Step {
+            steps: vec![
+                leaf(Some(2000), Some(2000)),
+                leaf(Some(0), None),
+                leaf(None, None),
+            ],
+            ..Default::default()
+        }];
+        assert_eq!(
+            plan(Some(&spec)),
+            Access::Acl {
+                uid: 1001,
+                gid: 1001,
+                users: vec![1001, 2000],
+                groups: vec![1001, 2000]
+            }
+        );
     }
 
     #[test]

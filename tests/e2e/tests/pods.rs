@@ -1118,3 +1118,47 @@ fn a_group_deadline_spans_containers() {
     assert_eq!(l.stdout_str(), "started\nafter-ran\n");
     assert_eq!(l.done(), (Status::Failed, true));
 }
+
+/// A step of a root container may run as another uid (`runAsUser` on the step): setup prepares
+/// the workspace for it too, and the next container's user reads what it wrote.
+#[test]
+fn a_step_running_as_its_own_user_in_a_root_container_can_use_the_workspace() {
+    require_images();
+    let spec = new_spec(
+        vec![
+            spec_ctr("root", Some((0, 0)), Some("/workspace")),
+            spec_ctr("user", Some((1001, 1001)), Some("/workspace")),
+        ],
+        vec![
+            step(
+                shell_step(
+                    "as-2000",
+                    0,
+                    "echo \"id=$(id -u):$(id -g)\"; mkdir -p /workspace/d2000; echo x > /workspace/d2000/f",
+                ),
+                |s| {
+                    s.run_as_user = Some(2000);
+                    s.run_as_group = Some(2000);
+                },
+            ),
+            shell_step("user-reads", 1, "cat /workspace/d2000/f; echo y > /workspace/d2000/g"),
+        ],
+    );
+    let pod = Pod::new(
+        "stepuser",
+        &spec,
+        &[
+            Ctr::setup(),
+            Ctr::group("root", BUSYBOX_IMAGE, 0).working_dir("/workspace"),
+        ],
+        &Ctr::group("user", USER_IMAGE, 1)
+            .user(1001, 1001)
+            .working_dir("/workspace"),
+    );
+    let code = pod.run_to_end(LIMIT);
+    let root = container_logs(&pod.ctr("root"));
+    assert_eq!(root.stdout_str(), "id=2000:2000\n", "{}", pod.debug());
+    assert_eq!(root.status("as-2000"), Status::Passed, "{}", pod.debug());
+    assert_eq!(code, 0, "{}", pod.debug());
+    assert_eq!(container_logs(&pod.ctr("user")).stdout_str(), "x\n");
+}
