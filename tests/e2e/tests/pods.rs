@@ -1134,7 +1134,8 @@ fn a_step_running_as_its_own_user_in_a_root_container_can_use_the_workspace() {
                 shell_step(
                     "as-2000",
                     0,
-                    "echo \"id=$(id -u):$(id -g)\"; mkdir -p /workspace/d2000; echo x > /workspace/d2000/f",
+                    "echo \"id=$(id -u):$(id -g)\"; mkdir -p /workspace/d2000; echo x > /workspace/d2000/f; \
+                     echo h > \"$HOME/.h\"",
                 ),
                 |s| {
                     s.run_as_user = Some(2000);
