@@ -1163,3 +1163,30 @@ fn a_step_running_as_its_own_user_in_a_root_container_can_use_the_workspace() {
     assert_eq!(code, 0, "{}", pod.debug());
     assert_eq!(container_logs(&pod.ctr("user")).stdout_str(), "x\n");
 }
+
+/// A container that has no leaf of its own (its group is empty) passes the state on untouched.
+#[test]
+fn a_container_without_steps_hands_off_untouched() {
+    require_images();
+    let spec = new_spec(
+        three_groups(),
+        vec![
+            cmd_step("fails", 0, &["sh", "-c", "exit 2"]),
+            step(
+                cmd_step("last-always", 2, &["/probe", "echo", "ran"]),
+                |s| s.condition = Condition::Always,
+            ),
+        ],
+    );
+    let (inits, last) = three_ctrs();
+    let pod = Pod::new("emptygroup", &spec, &inits, &last);
+    let code = pod.run_to_end(LIMIT);
+    assert_eq!(code, 1, "{}", pod.debug());
+    let user = container_logs(&pod.ctr("user"));
+    assert_eq!(inspect(&pod.ctr("user")).exit_code, 0);
+    assert_eq!(user.records.len(), 1, "only done: {:#?}", user.records);
+    assert_eq!(user.done(), (Status::Failed, false));
+    let l = container_logs(&pod.ctr("scratch"));
+    assert_eq!(l.stdout_str(), "ran\n");
+    assert_eq!(l.done(), (Status::Failed, true));
+}
