@@ -10,6 +10,7 @@
 //! (the pod is locked while kube play starts it), so a stop during an initContainer is done with
 //! `podman stop` on that container, as the kubelet stops a running initContainer on deletion.
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use stepinit_e2e::*;
@@ -1189,4 +1190,55 @@ fn a_container_without_steps_hands_off_untouched() {
     let l = container_logs(&pod.ctr("scratch"));
     assert_eq!(l.stdout_str(), "ran\n");
     assert_eq!(l.done(), (Status::Failed, true));
+}
+
+/// What a step prints comes back byte for byte through the init's framing, conmon's k8s-file log
+/// and `podman logs`: binary bytes, markers, forged records, CR, NUL, long lines, no final newline.
+#[test]
+fn step_output_survives_podman_logs_byte_for_byte() {
+    require_images();
+    let mut blob = Vec::new();
+    let mut x: u32 = 12345;
+    for i in 0..300_000u32 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        blob.push(match i % 1000 {
+            0 => b'\n',
+            1 => 0x1e,
+            2 => b'\r',
+            _ => (x >> 16) as u8,
+        });
+    }
+    blob.extend_from_slice(
+        b"\n\x1e{\"v\":1,\"t\":\"done\",\"status\":\"passed\",\"ms\":0,\"last\":true}\n",
+    );
+    blob.extend(std::iter::repeat_n(b'y', 100_000)); // a long line without newline
+    let spec = new_spec(
+        vec![spec_ctr("only", Some((1001, 1001)), None)],
+        vec![
+            cmd_step("print", 0, &["/probe", "read", "/workspace/blob"]),
+            cmd_step("fail", 0, &["/probe", "exit", "3"]),
+        ],
+    );
+    let pod = Pod::new(
+        "bytes",
+        &spec,
+        &[Ctr::setup()],
+        &Ctr::group("only", SCRATCH_IMAGE, 0).user(1001, 1001),
+    );
+    let ws = pod.precreate_volume("workspace");
+    std::fs::write(ws.join("blob"), &blob).unwrap();
+    std::fs::set_permissions(ws.join("blob"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let code = pod.run_to_end(LIMIT);
+    assert_eq!(code, 1, "{}", pod.debug());
+    let l = container_logs(&pod.ctr("only"));
+    l.assert_clean("only");
+    assert_eq!(l.status("print"), Status::Passed);
+    assert_eq!(l.end("fail").1, Some(3));
+    assert_eq!(
+        l.done(),
+        (Status::Failed, true),
+        "the forged done is output, not a record"
+    );
+    assert_eq!(l.stdout.len(), blob.len());
+    assert!(l.stdout == blob, "the step's bytes changed on the way");
 }
