@@ -486,6 +486,11 @@ fn a_sigkilled_init_mid_step_is_reported_aborted_by_the_next_container() {
     let play = pod.play_spawn();
     let root = pod.ctr("root");
     wait_for_start(&pod, "root", "killed");
+    wait_until("the step's output", Duration::from_secs(30), || {
+        container_logs(&pod.ctr("root"))
+            .stdout_str()
+            .contains("started")
+    });
     // The OOM killer or node pressure: SIGKILL to the init (PID 1 of the container).
     podman_ok(["kill", "-s", "KILL", &root]);
     let o = play.wait(LIMIT);
@@ -858,6 +863,11 @@ fn a_restarted_container_reports_its_own_killed_step_aborted_and_goes_on() {
     let play = pod.play_spawn();
     let root = pod.ctr("root");
     wait_for_start(&pod, "root", "killed");
+    wait_until("the step's output", Duration::from_secs(30), || {
+        container_logs(&pod.ctr("root"))
+            .stdout_str()
+            .contains("started")
+    });
     podman_ok(["kill", "-s", "KILL", &root]);
     let o = play.wait(LIMIT);
     assert!(!o.status.success(), "{}", pod.debug());
