@@ -6,9 +6,11 @@
 //!
 //! What podman 4.3 does (checked by these tests, see tests/e2e/README.md): initContainers run one
 //! after another; one that exits non-zero (or is SIGKILLed) stops the pod's start: kube play fails
-//! and later containers stay `created`. `podman pod stop` waits for a running initContainer to end
-//! (the pod is locked while kube play starts it), so a stop during an initContainer is done with
-//! `podman stop` on that container, as the kubelet stops a running initContainer on deletion.
+//! and later containers stay `created`. `podman pod stop` lets every remaining initContainer run to
+//! its end unsignalled (the pod is locked while kube play starts them), then stops the last
+//! container as it starts; a stop *during* an initContainer is done with `podman stop` on that
+//! container, as the kubelet stops a running initContainer on deletion. emptyDirs are named
+//! volumes shared by name across pods: every test pod names its own.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
