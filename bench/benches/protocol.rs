@@ -30,6 +30,21 @@ fn escape(c: &mut Criterion) {
     g.finish();
 }
 
+/// The marker scan alone, against the standard library's byte search on the same data: a
+/// reference for what the escape's clean path could reach.
+fn scan(c: &mut Criterion) {
+    let mut g = c.benchmark_group("scan");
+    g.throughput(Throughput::Bytes(CHUNK as u64));
+    let clean = clean_output(CHUNK);
+    g.bench_function("contains_marker", |b| {
+        b.iter(|| black_box(stepinit_protocol::frame::contains_marker(black_box(&clean))))
+    });
+    g.bench_function("std_slice_contains", |b| {
+        b.iter(|| black_box(black_box(&clean[..]).contains(&stepinit_protocol::MARKER)))
+    });
+    g.finish();
+}
+
 fn encode(c: &mut Criterion) {
     let records = sample_records(1000);
     let mut out = Vec::with_capacity(256 * 1024);
@@ -110,5 +125,5 @@ fn spec_parse(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, escape, encode, decode, spec_parse);
+criterion_group!(benches, escape, scan, encode, decode, spec_parse);
 criterion_main!(benches);
