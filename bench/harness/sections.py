@@ -461,11 +461,20 @@ def criterion(ctx, s):
     order = ["escape", "scan", "encode", "decode", "spec_parse"]
     rows.sort(key=lambda r: (order.index(r[0]) if r[0] in order else 9, r[1]))
     s.table(["Group", "Benchmark", "Input bytes", "Median time", "Throughput"], rows)
-    main = {"escape/clean": "escape (clean)", "escape/marker_every_8": "escape (1/8 markers)",
-            "encode/records_1000": "encode", "decode/output_with_records": "decode",
-            "spec_parse/steps_10000": "spec parsing"}
-    s.headline = ", ".join(f"{main[f'{g}/{b}']} {tp}" for g, b, _, _, tp in rows
-                           if f"{g}/{b}" in main) + "."
+    tp = {f"{g}/{b}": t for g, b, _, _, t in rows}
+
+    def pick(*parts):
+        return [f"{label} {tp[key]}" for key, label in parts if key in tp]
+
+    scan = []
+    if "scan/contains_marker" in tp and "scan/std_slice_contains" in tp:
+        scan = [f"marker scan {tp['scan/contains_marker']} (std `contains` on the same data: "
+                f"{tp['scan/std_slice_contains']})"]
+    s.headline = ", ".join(
+        pick(("escape/clean", "escape (clean)"), ("escape/marker_every_8", "escape (1/8 markers)"))
+        + scan
+        + pick(("encode/records_1000", "encode"), ("decode/output_with_records", "decode"),
+               ("spec_parse/steps_10000", "spec parsing"))) + "."
     s.notes.append(f"`{' '.join(cargo)} -- {' '.join(ctx.p['criterion_args'])}`; measuring "
                    f"took {time.monotonic() - t0:.0f} s (build excluded).")
     if ctx.p["criterion_profile"] == "dev":
