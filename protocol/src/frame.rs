@@ -69,15 +69,24 @@ impl Framer {
     }
 }
 
-/// Whether `data` holds a marker; written to vectorize (no early exit inside a block).
+/// Whether `data` holds a marker. `<[u8]>::contains` is core's word-at-a-time memchr: about 12x
+/// faster than a byte loop in the init's size-optimised release profile (bench section 6).
 pub fn contains_marker(data: &[u8]) -> bool {
-    let mut blocks = data.chunks_exact(32);
-    for block in &mut blocks {
-        if block.iter().fold(false, |acc, &b| acc | (b == MARKER)) {
-            return true;
+    data.contains(&MARKER)
+}
+
+/// Index of the first marker in `data`: blocks without one are skipped by the fast scan above,
+/// so clean output costs no byte-by-byte loop.
+fn find_marker(data: &[u8]) -> Option<usize> {
+    const BLOCK: usize = 4096;
+    let mut base = 0;
+    for block in data.chunks(BLOCK) {
+        if contains_marker(block) {
+            return block.iter().position(|&b| b == MARKER).map(|i| base + i);
         }
+        base += block.len();
     }
-    blocks.remainder().contains(&MARKER)
+    None
 }
 
 /// What the decoder finds in a stream.
@@ -131,7 +140,7 @@ impl Decoder {
     pub fn feed<'a>(&mut self, mut data: &'a [u8], on: &mut impl FnMut(Event<'a>)) {
         while !data.is_empty() {
             match self.state {
-                State::Text => match data.iter().position(|&b| b == MARKER) {
+                State::Text => match find_marker(data) {
                     None => {
                         on(Event::Output(data));
                         return;
@@ -304,8 +313,20 @@ mod tests {
                 let mut v = vec![b'x'; len];
                 v[pos] = MARKER;
                 assert!(contains_marker(&v));
+                assert_eq!(find_marker(&v), Some(pos));
             }
             assert!(!contains_marker(&vec![b'x'; len]));
+            assert_eq!(find_marker(&vec![b'x'; len]), None);
+        }
+    }
+
+    #[test]
+    fn find_marker_crosses_block_boundaries() {
+        for pos in [0, 4095, 4096, 4097, 8191, 10_000] {
+            let mut v = vec![b'x'; 10_001];
+            v[pos] = MARKER;
+            v[10_000] = MARKER;
+            assert_eq!(find_marker(&v), Some(pos));
         }
     }
 
