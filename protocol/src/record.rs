@@ -7,6 +7,13 @@
 
 use std::fmt;
 
+/// The most bytes of JSON that a free-text field (`name`, `reason`) takes in an encoded record;
+/// longer text is cut at a character boundary and ends in `...`. With step ids bounded by the spec
+/// ([`crate::spec::MAX_ID_LEN`]), every framed record stays below 3 KiB, well under the 4096
+/// bytes (PIPE_BUF) that one write() puts on a pipe whole: records never interleave with other
+/// writers' bytes.
+pub const MAX_TEXT_JSON: usize = 1024;
+
 /// A step's (or the workflow's) outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Status {
@@ -78,7 +85,8 @@ pub enum Record {
 }
 
 impl Record {
-    /// Appends the record's JSON object (no marker, no newline) to `out`.
+    /// Appends the record's JSON object (no marker, no newline) to `out`. `name` and `reason`
+    /// are cut to [`MAX_TEXT_JSON`] bytes of JSON (see there).
     pub fn encode_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"v\":1,\"t\":");
         match self {
@@ -88,11 +96,11 @@ impl Record {
                 attempt,
             } => {
                 out.extend_from_slice(b"\"start\"");
-                str_field(out, "step", step);
+                str_field(out, "step", step, usize::MAX);
                 if let Some(n) = name {
-                    str_field(out, "name", n);
+                    str_field(out, "name", n, MAX_TEXT_JSON);
                 }
-                num_field(out, "attempt", *attempt as i64);
+                num_field(out, "attempt", (*attempt).into());
             }
             Record::End {
                 step,
@@ -103,21 +111,21 @@ impl Record {
                 reason,
             } => {
                 out.extend_from_slice(b"\"end\"");
-                str_field(out, "step", step);
-                str_field(out, "status", status.as_str());
+                str_field(out, "step", step, usize::MAX);
+                str_field(out, "status", status.as_str(), usize::MAX);
                 if let Some(c) = code {
-                    num_field(out, "code", *c as i64);
+                    num_field(out, "code", (*c).into());
                 }
-                num_field(out, "ms", *ms as i64);
-                num_field(out, "attempt", *attempt as i64);
+                num_field(out, "ms", (*ms).into());
+                num_field(out, "attempt", (*attempt).into());
                 if let Some(r) = reason {
-                    str_field(out, "reason", r);
+                    str_field(out, "reason", r, MAX_TEXT_JSON);
                 }
             }
             Record::Done { status, ms, last } => {
                 out.extend_from_slice(b"\"done\"");
-                str_field(out, "status", status.as_str());
-                num_field(out, "ms", *ms as i64);
+                str_field(out, "status", status.as_str(), usize::MAX);
+                num_field(out, "ms", (*ms).into());
                 out.extend_from_slice(if *last {
                     b",\"last\":true"
                 } else {
@@ -183,24 +191,24 @@ impl Record {
     }
 }
 
-fn to_u32(n: i64) -> Result<u32, &'static str> {
+fn to_u32(n: i128) -> Result<u32, &'static str> {
     u32::try_from(n).map_err(|_| "attempt out of range")
 }
 
-fn str_field(out: &mut Vec<u8>, key: &str, value: &str) {
+fn str_field(out: &mut Vec<u8>, key: &str, value: &str, limit: usize) {
     out.extend_from_slice(b",\"");
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(b"\":");
-    json_string(out, value);
+    json_string(out, value, limit);
 }
 
-fn num_field(out: &mut Vec<u8>, key: &str, value: i64) {
+fn num_field(out: &mut Vec<u8>, key: &str, value: i128) {
     out.extend_from_slice(b",\"");
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(b"\":");
-    let mut buf = [0u8; 20];
+    // u64 and i32 both fit: 20 digits and a sign at most.
+    let mut buf = [0u8; 40];
     let mut i = buf.len();
-    let neg = value < 0;
     let mut v = value.unsigned_abs();
     loop {
         i -= 1;
@@ -210,17 +218,22 @@ fn num_field(out: &mut Vec<u8>, key: &str, value: i64) {
             break;
         }
     }
-    if neg {
+    if value < 0 {
         out.push(b'-');
     }
     out.extend_from_slice(&buf[i..]);
 }
 
-/// Writes a JSON string. Every control byte (the framing marker 0x1E among them) is escaped, so
-/// an encoded record never contains a raw marker or newline.
-fn json_string(out: &mut Vec<u8>, s: &str) {
+/// Writes a JSON string of at most `limit` bytes between its quotes: longer text is cut at a
+/// character boundary and ends in `...`. Every control byte (the framing marker 0x1E among them)
+/// is escaped, so an encoded record never contains a raw marker or newline.
+fn json_string(out: &mut Vec<u8>, s: &str, limit: usize) {
     out.push(b'"');
-    for &b in s.as_bytes() {
+    let start = out.len();
+    // Where to cut if the text turns out too long: the last character end that leaves room for
+    // the "...".
+    let mut cut = start;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
@@ -233,6 +246,17 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
             }
             _ => out.push(b),
         }
+        let used = out.len() - start;
+        if used > limit {
+            out.truncate(cut);
+            out.extend_from_slice(b"...");
+            break;
+        }
+        // A character ends here when the next byte is not a UTF-8 continuation byte.
+        let ends_char = s.as_bytes().get(i + 1).is_none_or(|&n| n & 0xC0 != 0x80);
+        if ends_char && used + 3 <= limit {
+            cut = out.len();
+        }
     }
     out.push(b'"');
 }
@@ -240,7 +264,7 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
     Str(String),
-    Int(i64),
+    Int(i128),
     Bool(bool),
     Null,
     /// Floats, arrays and objects: skipped, not interpreted.
@@ -525,6 +549,69 @@ mod tests {
                 name: None,
                 attempt: 1
             })
+        );
+    }
+
+    /// Linux's PIPE_BUF: a write() of at most this many bytes lands on a pipe whole.
+    const PIPE_BUF: usize = 4096;
+
+    #[test]
+    fn every_framed_record_fits_one_atomic_pipe_write() {
+        // The worst the init can be given: a 256-byte id of control bytes (each escaped to six
+        // bytes), and a name and reason of any length (a program name, a working directory).
+        let step = "\u{1}".repeat(crate::spec::MAX_ID_LEN);
+        let long = "\u{2}é".repeat(50_000);
+        let records = [
+            Record::Start {
+                step: step.clone(),
+                name: Some(long.clone()),
+                attempt: u32::MAX,
+            },
+            Record::End {
+                step,
+                status: Status::Timeout,
+                code: Some(i32::MIN),
+                ms: u64::MAX,
+                attempt: u32::MAX,
+                reason: Some(long.clone()),
+            },
+        ];
+        for r in records {
+            let mut f = crate::Framer::new();
+            let mut scratch = Vec::new();
+            let _ = f.user_bytes(b"mid-line", &mut scratch);
+            let mut out = Vec::new();
+            f.record(&r, &mut out);
+            assert!(out.len() < PIPE_BUF, "{} bytes", out.len());
+            // Cut at a character boundary: still valid JSON and UTF-8, a prefix plus "...".
+            let json = &out[3..out.len() - 1];
+            let Ok(Some(
+                Record::Start { name: Some(t), .. }
+                | Record::End {
+                    reason: Some(t), ..
+                },
+            )) = Record::decode_json(json)
+            else {
+                panic!("{}", String::from_utf8_lossy(json))
+            };
+            let kept = t.strip_suffix("...").unwrap();
+            assert!(long.starts_with(kept) && kept.len() > 100, "{t}");
+        }
+    }
+
+    #[test]
+    fn durations_beyond_i64_stay_positive() {
+        let r = Record::Done {
+            status: Status::Passed,
+            ms: u64::MAX,
+            last: false,
+        };
+        let mut out = Vec::new();
+        r.encode_json(&mut out);
+        assert!(
+            String::from_utf8_lossy(&out).contains("\"ms\":18446744073709551615,"),
+            "{}",
+            String::from_utf8_lossy(&out)
         );
     }
 
