@@ -472,6 +472,21 @@ pub struct SpecRun {
 }
 
 impl SpecRun {
+    /// Asserts the init's exit code; the message shows the records and the init's stderr.
+    pub fn assert_code(&self, want: i32) {
+        assert_eq!(
+            self.code,
+            want,
+            "exit code; records {:?}; step output {:?}; stderr: {}",
+            self.briefs(),
+            String::from_utf8_lossy(&self.stdout.out),
+            self.raw.stderr_str()
+        );
+    }
+    /// The step's output on stdout (records taken out), as text.
+    pub fn out_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.out).into_owned()
+    }
     pub fn briefs(&self) -> Vec<String> {
         briefs(&self.stdout.records)
     }
@@ -516,17 +531,40 @@ pub fn run_spec(dir: &TempDir, spec: &serde_json::Value, marker: &Marker) -> Spe
     run_spec_env(dir, spec, &[], marker)
 }
 
+/// Starts `init run DIR/spec.json` in DIR with extra env; the caller finishes it with
+/// [`finish_spec`] (after signalling it, say).
 pub fn start_spec(
     dir: &TempDir,
     spec: &serde_json::Value,
     env: &[(&str, &str)],
     marker: &Marker,
 ) -> Running {
+    let mut c = spec_cmd(dir, spec, &[], marker);
+    c.envs(env.iter().copied());
+    Running::spawn(&mut c)
+}
+
+/// Writes `spec` to DIR/spec.json; returns that path.
+pub fn write_spec(dir: &TempDir, spec: &serde_json::Value) -> PathBuf {
     let path = dir.join("spec.json");
     std::fs::write(&path, serde_json::to_vec(spec).unwrap()).unwrap();
-    let mut c = init_cmd([OsStr::new("run"), path.as_os_str()], marker);
-    c.current_dir(dir.path()).envs(env.iter().copied());
-    Running::spawn(&mut c)
+    path
+}
+
+/// A `Command` for `init run DIR/spec.json EXTRA...` in DIR (see [`init_cmd`]), `spec` written
+/// first: for runs that need more flags (`--group`, `--termination-log`) or their own plumbing.
+pub fn spec_cmd(
+    dir: &TempDir,
+    spec: &serde_json::Value,
+    extra: &[&str],
+    marker: &Marker,
+) -> Command {
+    let path = write_spec(dir, spec);
+    let mut args = vec![OsStr::new("run"), path.as_os_str()];
+    args.extend(extra.iter().map(OsStr::new));
+    let mut c = init_cmd(args, marker);
+    c.current_dir(dir.path());
+    c
 }
 
 pub fn finish_spec(r: Running, limit: Duration) -> SpecRun {
@@ -537,6 +575,75 @@ pub fn finish_spec(r: Running, limit: Duration) -> SpecRun {
         stderr: decode(&raw.stderr),
         raw,
     }
+}
+
+/// One test's private world for spec runs: its own directory, exported to every step as `$D`
+/// (and the runs' working directory), and its own [`Marker`].
+pub struct Fixture {
+    pub dir: TempDir,
+    pub marker: Marker,
+}
+
+impl Fixture {
+    pub fn new(tag: &str) -> Fixture {
+        Fixture {
+            dir: TempDir::new(tag),
+            marker: Marker::new(tag),
+        }
+    }
+
+    /// The directory world-writable (for steps that run as another uid).
+    pub fn new_shared(tag: &str) -> Fixture {
+        Fixture {
+            dir: TempDir::new_shared(tag),
+            marker: Marker::new(tag),
+        }
+    }
+
+    /// `init run` on `{"version": 1, "steps": STEPS}` to its end.
+    pub fn run_steps(&self, steps: serde_json::Value) -> SpecRun {
+        self.run_spec(&serde_json::json!({ "version": 1, "steps": steps }))
+    }
+
+    /// `init run` on a whole spec to its end.
+    pub fn run_spec(&self, spec: &serde_json::Value) -> SpecRun {
+        self.run_spec_env(spec, &[])
+    }
+
+    /// `init run` on a whole spec to its end, with env for the init besides `$D`.
+    pub fn run_spec_env(&self, spec: &serde_json::Value, env: &[(&str, &str)]) -> SpecRun {
+        let mut all = vec![("D", self.dir.s())];
+        all.extend_from_slice(env);
+        run_spec_env(&self.dir, spec, &all, &self.marker)
+    }
+
+    /// Starts `init run` on `{"version": 1, "steps": STEPS}`; finish it with [`finish_spec`].
+    pub fn start_steps(&self, steps: serde_json::Value) -> Running {
+        let spec = serde_json::json!({ "version": 1, "steps": steps });
+        start_spec(&self.dir, &spec, &[("D", self.dir.s())], &self.marker)
+    }
+
+    /// A `Command` for `init run DIR/spec.json EXTRA...` with `$D` set: see [`spec_cmd`].
+    pub fn spec_cmd(&self, spec: &serde_json::Value, extra: &[&str]) -> Command {
+        let mut c = spec_cmd(&self.dir, spec, extra, &self.marker);
+        c.env("D", self.dir.s());
+        c
+    }
+
+    /// Asserts that no process of this test is left.
+    pub fn assert_no_survivors(&self) {
+        assert!(
+            self.marker.pids().is_empty(),
+            "survivors: {}",
+            self.marker.describe()
+        );
+    }
+}
+
+/// Writes an executable (0755) file, a script for steps to run.
+pub fn write_executable(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 /// A small deterministic PRNG (xorshift64*), so random tests are reproducible by seed.
