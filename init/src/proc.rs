@@ -43,6 +43,23 @@ pub struct Launch<'a> {
     pub only_std_fds: bool,
 }
 
+impl<'a> Launch<'a> {
+    /// `path` with `argv`, in the init's environment and directory, as the init's user, output
+    /// relayed, only fds 0-2 passed on: the safe defaults; callers change what they need.
+    pub fn new(path: &'a CStr, argv: &'a [*const c_char]) -> Launch<'a> {
+        Launch {
+            path,
+            argv,
+            envp: None,
+            cwd: None,
+            uid: None,
+            gid: None,
+            relay: true,
+            only_std_fds: true,
+        }
+    }
+}
+
 /// Why a spawn failed after fork: which stage, and the errno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpawnError {
@@ -188,8 +205,15 @@ impl Supervisor {
     pub fn spawn(&mut self, l: &Launch, grace_ms: u64) -> Result<Child, SpawnError> {
         let mut pipes = [(-1, -1); 2];
         if l.relay {
-            for p in pipes.iter_mut() {
-                *p = sys::pipe().map_err(SpawnError::Fork)?;
+            for i in 0..2 {
+                match sys::pipe() {
+                    Ok(p) => pipes[i] = p,
+                    Err(e) => {
+                        // Out of fds at the second pipe: the first must not leak.
+                        close_pipes(&pipes);
+                        return Err(SpawnError::Fork(e));
+                    }
+                }
             }
         }
         // How the child reports a failure before exec: after vfork it shares our memory and
@@ -780,17 +804,7 @@ mod tests {
         let (path, argv_c) = sh(script);
         let mut argv: Vec<*const c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
         argv.push(std::ptr::null());
-        let l = Launch {
-            path: &path,
-            argv: &argv,
-            envp: None,
-            cwd: None,
-            uid: None,
-            gid: None,
-            relay: true,
-            only_std_fds: true,
-        };
-        let mut c = sup.spawn(&l, grace_ms).unwrap();
+        let mut c = sup.spawn(&Launch::new(&path, &argv), grace_ms).unwrap();
         let mut d = deadline;
         loop {
             match sup.wait(&mut c, d) {
@@ -874,22 +888,35 @@ mod tests {
     }
 
     #[test]
+    fn a_spawn_that_runs_out_of_fds_leaks_none() {
+        let code = isolated(|| {
+            let mut sup = Supervisor::new().unwrap();
+            // Room for exactly one pipe: the second one (stderr) fails with EMFILE.
+            let lowest_free = unsafe { libc::dup(0) };
+            sys::close(lowest_free);
+            let lim = libc::rlimit {
+                rlim_cur: lowest_free as libc::rlim_t + 2,
+                rlim_max: lowest_free as libc::rlim_t + 2,
+            };
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+            let (path, argv_c) = sh("true");
+            let argv = [argv_c[0].as_ptr(), std::ptr::null()];
+            let e = sup.spawn(&Launch::new(&path, &argv), 0).err();
+            let again = unsafe { libc::dup(0) };
+            eprintln!("{e:?}, then dup: {again} (lowest free was {lowest_free})");
+            i32::from(!(e == Some(SpawnError::Fork(Errno(libc::EMFILE))) && again == lowest_free))
+        });
+        assert_eq!(code, 0);
+    }
+
+    #[test]
     fn exec_and_chdir_failures_are_reported_with_their_errno() {
         let code = isolated(|| {
             let mut sup = Supervisor::new().unwrap();
             sup.use_vfork();
             let path = CString::new("/nonexistent/prog").unwrap();
             let argv = [path.as_ptr(), std::ptr::null()];
-            let mut l = Launch {
-                path: &path,
-                argv: &argv,
-                envp: None,
-                cwd: None,
-                uid: None,
-                gid: None,
-                relay: true,
-                only_std_fds: true,
-            };
+            let mut l = Launch::new(&path, &argv);
             let e1 = sup.spawn(&l, 0).err();
             let sh = CString::new("/bin/sh").unwrap();
             let cwd = CString::new("/nonexistent/dir").unwrap();

@@ -382,14 +382,11 @@ impl Driver<'_> {
         let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
         argv.push(std::ptr::null());
         let launch = proc::Launch {
-            path: &path,
-            argv: &argv,
             envp: Some(&envp),
             cwd: cwd_c.as_deref(),
             uid: l.uid,
             gid: l.gid,
-            relay: true,
-            only_std_fds: true,
+            ..proc::Launch::new(&path, &argv)
         };
         match self.sup.spawn(&launch, l.grace_ms) {
             Ok(c) => {

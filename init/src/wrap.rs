@@ -147,16 +147,11 @@ pub fn run(args: Vec<OsString>) -> i32 {
         Err(e) => Err(e),
         Ok(path) => {
             let launch = Launch {
-                path: &path,
-                argv: &argv,
-                envp: None,
-                cwd: None,
-                uid: None,
-                gid: None,
                 relay: o.report,
                 // With --report the record stream must be trusted: no inherited fd (one could
                 // alias our stdout) reaches the child. Without it, fds pass on as with tini.
                 only_std_fds: o.report,
+                ..Launch::new(&path, &argv)
             };
             sup.spawn(&launch, o.grace_ms)
                 .map_err(|e| proc::describe_spawn_error(e, &name, None))
