@@ -283,15 +283,11 @@ impl Dir {
 
 /// Whether an ELF file needs no program interpreter (statically linked).
 pub fn is_static_elf(head: &[u8]) -> bool {
-    let u16_at = |o: usize| head.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| {
-        head.get(o..o + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let u64_at = |o: usize| {
-        head.get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-    };
+    // The offsets come from the file: checked arithmetic, and `get` for every read.
+    let bytes = |o: usize, n: usize| head.get(o..o.checked_add(n)?);
+    let u16_at = |o: usize| bytes(o, 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| bytes(o, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u64_at = |o: usize| bytes(o, 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
     // 64-bit little-endian ELF only (x86_64, aarch64).
     if !head.starts_with(b"\x7fELF\x02\x01") {
         return false;
@@ -301,8 +297,10 @@ pub fn is_static_elf(head: &[u8]) -> bool {
         return false;
     };
     for i in 0..phnum as usize {
-        let off = phoff as usize + i * phentsize as usize;
-        match u32_at(off) {
+        let off = usize::try_from(phoff)
+            .ok()
+            .and_then(|p| p.checked_add(i * phentsize as usize));
+        match off.and_then(u32_at) {
             Some(3) => return false, // PT_INTERP: dynamically linked
             Some(_) => {}
             None => return false, // headers beyond what we read: do not guess
@@ -586,6 +584,13 @@ mod tests {
         }
         assert!(!is_static_elf(b"#!/bin/sh\n"));
         assert!(!is_static_elf(b"\x7fELF\x02\x01"));
+        // Program headers claimed at the end of the address space: no overflow, no guess.
+        let mut evil = vec![0u8; 64];
+        evil[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        evil[0x20..0x28].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
+        evil[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        evil[0x38..0x3a].copy_from_slice(&3u16.to_le_bytes());
+        assert!(!is_static_elf(&evil));
     }
 
     /// Runs `sh -c script` as uid:gid (we are root in tests that use it); true if it exits 0.
@@ -599,15 +604,23 @@ mod tests {
             .is_ok_and(|s| s.success())
     }
 
-    #[test]
-    fn setup_copies_atomically_and_grants_exactly_the_declared_users() {
+    /// A fresh directory for a test that chowns, or None (said on stderr) when we are not root.
+    fn root_scratch_dir(name: &str) -> Option<PathBuf> {
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("skipped: needs root to chown");
-            return;
+            return None;
         }
-        let base = std::env::temp_dir().join(format!("stepinit-setup-{}", std::process::id()));
+        let base = std::env::temp_dir().join(format!("stepinit-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).unwrap();
+        Some(base)
+    }
+
+    #[test]
+    fn setup_copies_atomically_and_grants_exactly_the_declared_users() {
+        let Some(base) = root_scratch_dir("setup") else {
+            return;
+        };
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
         // A symlink planted where the init goes is replaced, not written through.
@@ -666,13 +679,10 @@ mod tests {
 
     #[test]
     fn a_single_user_owns_the_workspace_and_what_root_makes_in_it() {
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: needs root to chown");
+        let Some(base) = root_scratch_dir("setup1") else {
             return;
-        }
-        let base = std::env::temp_dir().join(format!("stepinit-setup1-{}", std::process::id()));
+        };
         let ws = base.join("ws");
-        let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&ws).unwrap();
         let mut spec = spec_with(&[(Some(0), None), (Some(4011), Some(4011))]);
         spec.containers[1].working_dir = Some(ws.to_string_lossy().into_owned());
