@@ -1095,99 +1095,93 @@ mod tests {
         }
     }
 
+    /// Single-container workflows, each outcome picked by [`by_name`]: what the spec says, the
+    /// records it must give (space-separated, as [`fmt`] writes them) and the exit code.
     #[test]
-    fn conditions_follow_the_scope_results() {
-        let s = spec(
-            r#"{"version":1,"steps":[
-            {"command":["ok"]},
-            {"command":["fail"]},
-            {"command":["ok"]},
-            {"command":["ok"],"condition":"failed"},
-            {"command":["ok"],"condition":"always"},
-            {"command":["ok"],"condition":"never"}]}"#,
-        );
-        let r = drive(&s, 0, None, by_name);
-        assert_eq!(
-            r.log,
-            [
-                "S:1#1",
-                "E:1=passed/0#1",
-                "S:2#1",
-                "E:2=failed/1#1",
-                "E:3=skipped#0",
-                "S:4#1",
-                "E:4=passed/0#1",
-                "S:5#1",
-                "E:5=passed/0#1",
-                "E:6=skipped#0",
-                "D=failed!"
-            ]
-        );
-        assert_eq!(r.code, EXIT_FAILED);
-    }
-
-    #[test]
-    fn failed_condition_is_skipped_when_all_passed() {
-        let s = spec(
-            r#"{"version":1,"steps":[{"command":["ok"]},{"command":["ok"],"condition":"failed"}]}"#,
-        );
-        let r = drive(&s, 0, None, by_name);
-        assert_eq!(
-            r.log,
-            ["S:1#1", "E:1=passed/0#1", "E:2=skipped#0", "D=passed!"]
-        );
-        assert_eq!(r.code, 0);
-    }
-
-    #[test]
-    fn negative_inverts_exit_codes_but_not_timeouts() {
-        let s = spec(
-            r#"{"version":1,"steps":[
-            {"command":["3"],"negative":true},
-            {"command":["hang"],"negative":true,"timeoutMs":50,"condition":"always"},
-            {"command":["ok"],"negative":true,"condition":"always"}]}"#,
-        );
-        let r = drive(&s, 0, None, by_name);
-        assert_eq!(
-            r.log,
-            [
-                "S:1#1",
-                "E:1=passed/3#1",
-                "S:2#1",
-                "E:2=timeout/143#1",
-                "S:3#1",
-                "E:3=failed/0#1",
-                "D=failed!"
-            ]
-        );
-    }
-
-    #[test]
-    fn optional_failures_do_not_fail_the_parent() {
-        let s = spec(
-            r#"{"version":1,"steps":[
-            {"command":["fail"],"optional":true},
-            {"steps":[{"command":["fail"],"optional":true},{"command":["ok"]}]},
-            {"command":["ok"]}]}"#,
-        );
-        let r = drive(&s, 0, None, by_name);
-        assert_eq!(
-            r.log,
-            [
-                "S:1#1",
-                "E:1=failed/1#1",
-                "S:2#1",
-                "S:2.1#1",
-                "E:2.1=failed/1#1",
-                "S:2.2#1",
-                "E:2.2=passed/0#1",
-                "E:2=passed#1",
-                "S:3#1",
-                "E:3=passed/0#1",
-                "D=passed!"
-            ]
-        );
-        assert_eq!(r.code, 0);
+    fn single_container_workflows() {
+        let cases: &[(&str, &str, &str, i32)] = &[
+            (
+                "conditions follow the scope results",
+                r#"{"version":1,"steps":[
+                {"command":["ok"]},
+                {"command":["fail"]},
+                {"command":["ok"]},
+                {"command":["ok"],"condition":"failed"},
+                {"command":["ok"],"condition":"always"},
+                {"command":["ok"],"condition":"never"}]}"#,
+                "S:1#1 E:1=passed/0#1 S:2#1 E:2=failed/1#1 E:3=skipped#0 S:4#1 E:4=passed/0#1 \
+                 S:5#1 E:5=passed/0#1 E:6=skipped#0 D=failed!",
+                EXIT_FAILED,
+            ),
+            (
+                "a failed condition is skipped when all passed",
+                r#"{"version":1,"steps":[{"command":["ok"]},{"command":["ok"],"condition":"failed"}]}"#,
+                "S:1#1 E:1=passed/0#1 E:2=skipped#0 D=passed!",
+                0,
+            ),
+            (
+                "negative inverts exit codes but not timeouts",
+                r#"{"version":1,"steps":[
+                {"command":["3"],"negative":true},
+                {"command":["hang"],"negative":true,"timeoutMs":50,"condition":"always"},
+                {"command":["ok"],"negative":true,"condition":"always"}]}"#,
+                "S:1#1 E:1=passed/3#1 S:2#1 E:2=timeout/143#1 S:3#1 E:3=failed/0#1 D=failed!",
+                EXIT_FAILED,
+            ),
+            (
+                "optional failures do not fail the parent",
+                r#"{"version":1,"steps":[
+                {"command":["fail"],"optional":true},
+                {"steps":[{"command":["fail"],"optional":true},{"command":["ok"]}]},
+                {"command":["ok"]}]}"#,
+                "S:1#1 E:1=failed/1#1 S:2#1 S:2.1#1 E:2.1=failed/1#1 S:2.2#1 E:2.2=passed/0#1 \
+                 E:2=passed#1 S:3#1 E:3=passed/0#1 D=passed!",
+                0,
+            ),
+            (
+                "spawn failures fail the step and are retried",
+                r#"{"version":1,"steps":[{"command":["missing"],"retry":{"count":1}},
+                {"command":["ok"],"condition":"always"}]}"#,
+                "S:1#1 E:1=failed/127#1 S:1#2 E:1=failed/127#2 S:2#1 E:2=passed/0#1 D=failed!",
+                EXIT_FAILED,
+            ),
+            (
+                "nested groups derive their result and skip whole",
+                r#"{"version":1,"steps":[
+                {"id":"g","steps":[{"command":["ok"]},{"id":"h","steps":[{"command":["fail"]},{"command":["ok"]}]},{"command":["ok"],"condition":"always"}]},
+                {"id":"k","steps":[{"command":["ok"]},{"command":["ok"]}]},
+                {"id":"n","negative":true,"condition":"always","steps":[{"command":["fail"],"condition":"always"}]}]}"#,
+                "S:g#1 S:g.1#1 E:g.1=passed/0#1 S:h#1 S:h.1#1 E:h.1=failed/1#1 E:h.2=skipped#0 \
+                 E:h=failed#1 S:g.3#1 E:g.3=passed/0#1 E:g=failed#1 E:k.1=skipped#0 \
+                 E:k.2=skipped#0 E:k=skipped#0 S:n#1 S:n.1#1 E:n.1=failed/1#1 E:n=passed#1 \
+                 D=failed!",
+                EXIT_FAILED,
+            ),
+            (
+                // The group (25 ms) cuts the second attempt of g.1 and allows no third.
+                "a timed-out attempt is retried, not past the group deadline",
+                r#"{"version":1,"steps":[
+                {"command":["hang"],"timeoutMs":10,"retry":{"count":1}},
+                {"id":"g","timeoutMs":25,"condition":"always","steps":[{"command":["hang"],"timeoutMs":10,"retry":{"count":5},"condition":"always"}]}]}"#,
+                "S:1#1 E:1=timeout/143#1 S:1#2 E:1=timeout/143#2 S:g#1 S:g.1#1 \
+                 E:g.1=timeout/143#1 S:g.1#2 E:g.1=timeout/143#2 E:g=timeout#1 D=failed!",
+                EXIT_FAILED,
+            ),
+            (
+                "an optional group does not fail the workflow",
+                r#"{"version":1,"steps":[
+                {"id":"g","optional":true,"steps":[{"command":["fail"]}]},
+                {"command":["ok"]}]}"#,
+                "S:g#1 S:g.1#1 E:g.1=failed/1#1 E:g=failed#1 S:2#1 E:2=passed/0#1 D=passed!",
+                0,
+            ),
+        ];
+        for &(what, json, log, code) in cases {
+            let r = drive(&spec(json), 0, None, by_name);
+            let want: Vec<&str> = log.split_ascii_whitespace().collect();
+            assert_eq!(r.log, want, "{what}");
+            assert_eq!(r.code, code, "{what}");
+        }
     }
 
     #[test]
@@ -1236,62 +1230,6 @@ mod tests {
                 "E:1=passed/0#2",
                 "S:1#3",
                 "E:1=failed/4#3",
-                "D=failed!"
-            ]
-        );
-    }
-
-    #[test]
-    fn spawn_failures_fail_the_step_and_retry() {
-        let s = spec(
-            r#"{"version":1,"steps":[{"command":["missing"],"retry":{"count":1}},
-               {"command":["ok"],"condition":"always"}]}"#,
-        );
-        let r = drive(&s, 0, None, by_name);
-        assert_eq!(
-            r.log,
-            [
-                "S:1#1",
-                "E:1=failed/127#1",
-                "S:1#2",
-                "E:1=failed/127#2",
-                "S:2#1",
-                "E:2=passed/0#1",
-                "D=failed!"
-            ]
-        );
-    }
-
-    #[test]
-    fn nested_groups_derive_their_result_and_skip_whole() {
-        let s = spec(
-            r#"{"version":1,"steps":[
-            {"id":"g","steps":[{"command":["ok"]},{"id":"h","steps":[{"command":["fail"]},{"command":["ok"]}]},{"command":["ok"],"condition":"always"}]},
-            {"id":"k","steps":[{"command":["ok"]},{"command":["ok"]}]},
-            {"id":"n","negative":true,"condition":"always","steps":[{"command":["fail"],"condition":"always"}]}]}"#,
-        );
-        let r = drive(&s, 0, None, by_name);
-        assert_eq!(
-            r.log,
-            [
-                "S:g#1",
-                "S:g.1#1",
-                "E:g.1=passed/0#1",
-                "S:h#1",
-                "S:h.1#1",
-                "E:h.1=failed/1#1",
-                "E:h.2=skipped#0",
-                "E:h=failed#1",
-                "S:g.3#1",
-                "E:g.3=passed/0#1",
-                "E:g=failed#1",
-                "E:k.1=skipped#0",
-                "E:k.2=skipped#0",
-                "E:k=skipped#0",
-                "S:n#1",
-                "S:n.1#1",
-                "E:n.1=failed/1#1",
-                "E:n=passed#1",
                 "D=failed!"
             ]
         );
@@ -1600,57 +1538,6 @@ mod tests {
         assert_eq!(e.path, "steps[1].steps[0].container");
         let s = spec(r#"{"version":1,"steps":[{"command":["a"]}]}"#);
         assert_eq!(Machine::new(&s, 1, "sh", None).unwrap_err().path, "--group");
-    }
-
-    #[test]
-    fn a_timed_out_attempt_is_retried_but_not_past_the_group_deadline() {
-        let s = spec(
-            r#"{"version":1,"steps":[
-            {"command":["hang"],"timeoutMs":10,"retry":{"count":1}},
-            {"id":"g","timeoutMs":25,"condition":"always","steps":[{"command":["hang"],"timeoutMs":10,"retry":{"count":5},"condition":"always"}]}]}"#,
-        );
-        let r = drive(&s, 0, None, by_name);
-        // Step 1: two attempts, both time out. Group g (25 ms): the first attempt times out at
-        // 10 ms, the second is cut by the group's deadline, and no retry is made after it.
-        assert_eq!(
-            r.log,
-            [
-                "S:1#1",
-                "E:1=timeout/143#1",
-                "S:1#2",
-                "E:1=timeout/143#2",
-                "S:g#1",
-                "S:g.1#1",
-                "E:g.1=timeout/143#1",
-                "S:g.1#2",
-                "E:g.1=timeout/143#2",
-                "E:g=timeout#1",
-                "D=failed!"
-            ]
-        );
-    }
-
-    #[test]
-    fn an_optional_group_does_not_fail_the_workflow() {
-        let s = spec(
-            r#"{"version":1,"steps":[
-            {"id":"g","optional":true,"steps":[{"command":["fail"]}]},
-            {"command":["ok"]}]}"#,
-        );
-        let r = drive(&s, 0, None, by_name);
-        assert_eq!(
-            r.log,
-            [
-                "S:g#1",
-                "S:g.1#1",
-                "E:g.1=failed/1#1",
-                "E:g=failed#1",
-                "S:2#1",
-                "E:2=passed/0#1",
-                "D=passed!"
-            ]
-        );
-        assert_eq!(r.code, 0);
     }
 
     /// A tiny deterministic generator (no dependency): xorshift.

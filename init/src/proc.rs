@@ -693,6 +693,9 @@ unsafe fn child_after_fork(c: &ChildCtx) -> ! {
     fail(3)
 }
 
+/// The search path when the step's environment has no PATH (what execvp and shells use).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Finds `prog` as execvp would: with a `/` it is used as is, else searched in `path` (a
 /// PATH value). Err: (exit code 127/126, reason).
 pub fn resolve_program(prog: &str, path: &str) -> Result<CString, (i32, String)> {

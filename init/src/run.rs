@@ -343,9 +343,7 @@ impl Driver<'_> {
         let prog = l.argv.first().map(String::as_str).unwrap_or("");
         let path_var = lookup(&over, "PATH")
             .map(|v| String::from_utf8_lossy(&v).into_owned())
-            .unwrap_or_else(|| {
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
-            });
+            .unwrap_or_else(|| proc::DEFAULT_PATH.into());
         let path = proc::resolve_program(prog, &path_var).map_err(|(c, r)| (Some(c), r))?;
         let argv_c = l
             .argv

@@ -1,7 +1,7 @@
 //! Wrap mode: `init [--timeout DUR] [--grace DUR] [--report] -- CMD [ARG...]`, a drop-in for
 //! tini/dumb-init/catatonit. The lean path: no JSON, no serde, a handful of allocations.
 
-use crate::machine::fmt_ms;
+use crate::machine::{fmt_ms, DEFAULT_GRACE_MS};
 use crate::proc::{self, Launch, Supervisor, Wake};
 use crate::sys;
 use std::ffi::{CString, OsString};
@@ -13,9 +13,6 @@ pub const USAGE: &str = "usage: init [--timeout DUR] [--grace DUR] [--report] --
        init setup DIR [--spec SPEC]
 DUR: integer with unit ms, s, m or h (bare integer: seconds). Default grace: 10s.
 ";
-
-/// Default time between SIGTERM and SIGKILL.
-pub const DEFAULT_GRACE_MS: u64 = 10_000;
 
 /// Exit code of a usage error.
 pub const EXIT_USAGE: i32 = 2;
@@ -140,9 +137,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
     let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
     argv.push(std::ptr::null());
     let path_var = std::env::var("PATH");
-    let path_var = path_var
-        .as_deref()
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let path_var = path_var.as_deref().unwrap_or(proc::DEFAULT_PATH);
     let spawned = match proc::resolve_program(&name, path_var) {
         Err(e) => Err(e),
         Ok(path) => {
@@ -245,13 +240,6 @@ mod tests {
         for bad in ["", "s", "1.5s", "-1", "10x", "99999999999999999999"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn formats_durations_for_reasons() {
-        assert_eq!(fmt_ms(250), "250ms");
-        assert_eq!(fmt_ms(2000), "2s");
-        assert_eq!(fmt_ms(1500), "1.5s");
     }
 
     fn os(v: &[&str]) -> Vec<OsString> {
