@@ -205,38 +205,32 @@ pub struct Logs {
     pub stderr_records: Vec<Record>,
 }
 
+/// One whole framed stream decoded: (the steps' bytes, the records, framing errors).
+fn decode_stream(stream: &[u8]) -> (Vec<u8>, Vec<Record>, Vec<&'static str>) {
+    let (mut bytes, mut records, mut invalid) = (Vec::new(), Vec::new(), Vec::new());
+    let mut d = Decoder::new();
+    let mut on = |e: Event<'_>| match e {
+        Event::Output(b) => bytes.extend_from_slice(b),
+        Event::Record(r) => records.push(r),
+        Event::Invalid { reason } => invalid.push(reason),
+    };
+    d.feed(stream, &mut on);
+    d.finish(&mut on);
+    (bytes, records, invalid)
+}
+
 impl Logs {
     pub fn decode(stdout: &[u8], stderr: &[u8]) -> Logs {
-        let mut logs = Logs::default();
-        let mut d = Decoder::new();
-        let mut records = Vec::new();
-        let mut invalid = Vec::new();
-        let mut bytes = Vec::new();
-        {
-            let mut on = |e: Event<'_>| match e {
-                Event::Output(b) => bytes.extend_from_slice(b),
-                Event::Record(r) => records.push(r),
-                Event::Invalid { reason } => invalid.push(reason),
-            };
-            d.feed(stdout, &mut on);
-            d.finish(&mut on);
+        let (stdout, records, mut invalid) = decode_stream(stdout);
+        let (stderr, stderr_records, stderr_invalid) = decode_stream(stderr);
+        invalid.extend(stderr_invalid);
+        Logs {
+            records,
+            stdout,
+            stderr,
+            invalid,
+            stderr_records,
         }
-        logs.stdout = std::mem::take(&mut bytes);
-        logs.records = std::mem::take(&mut records);
-        let mut d = Decoder::new();
-        {
-            let mut on = |e: Event<'_>| match e {
-                Event::Output(b) => bytes.extend_from_slice(b),
-                Event::Record(r) => records.push(r),
-                Event::Invalid { reason } => invalid.push(reason),
-            };
-            d.feed(stderr, &mut on);
-            d.finish(&mut on);
-        }
-        logs.stderr = bytes;
-        logs.stderr_records = records;
-        logs.invalid = invalid;
-        logs
     }
 
     pub fn stdout_str(&self) -> String {
@@ -270,9 +264,35 @@ impl Logs {
     }
 
     pub fn started(&self, step: &str) -> bool {
+        self.starts(step) > 0
+    }
+
+    /// How many `start` records `step` has (its attempts, across restarts of the container).
+    pub fn starts(&self, step: &str) -> usize {
         self.records
             .iter()
-            .any(|r| matches!(r, Record::Start { step: s, .. } if s == step))
+            .filter(|r| matches!(r, Record::Start { step: s, .. } if s == step))
+            .count()
+    }
+
+    /// How many `end` records `step` has.
+    pub fn ends(&self, step: &str) -> usize {
+        self.records
+            .iter()
+            .filter(|r| matches!(r, Record::End { step: s, .. } if s == step))
+            .count()
+    }
+
+    /// The duration in the last `end` record of `step`; panics with all records if none.
+    pub fn end_ms(&self, step: &str) -> u64 {
+        self.records
+            .iter()
+            .rev()
+            .find_map(|r| match r {
+                Record::End { step: s, ms, .. } if s == step => Some(*ms),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no end record for step {step:?} in {:#?}", self.records))
     }
 
     /// The `done` record; panics unless there is exactly one and it is the last record.

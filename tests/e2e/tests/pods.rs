@@ -34,6 +34,53 @@ fn group(id: &str, steps: Vec<Step>) -> Step {
     }
 }
 
+/// `s` with its condition set.
+fn when(condition: Condition, s: Step) -> Step {
+    step(s, |s| s.condition = condition)
+}
+
+/// `s` with its grace period (ms between TERM and KILL) set.
+fn with_grace(ms: u64, s: Step) -> Step {
+    step(s, |s| s.grace_ms = Some(ms))
+}
+
+/// A pod of the [`three_groups`] layout running `steps`: setup, `root` and `user`
+/// initContainers, `scratch` the last container.
+fn three_group_pod(prefix: &str, steps: Vec<Step>) -> Pod {
+    let spec = new_spec(three_groups(), steps);
+    let (inits, last) = three_ctrs();
+    Pod::new(prefix, &spec, &inits, &last)
+}
+
+/// A pod of two groups running `steps`: setup and `root` (busybox, uid 0) initContainers, then
+/// `last` (the shell-less scratch image, uid 1001) as the last container.
+fn root_then_scratch_pod(prefix: &str, last: &str, steps: Vec<Step>) -> Pod {
+    let spec = new_spec(
+        vec![
+            spec_ctr("root", Some((0, 0)), None),
+            spec_ctr(last, Some((1001, 1001)), None),
+        ],
+        steps,
+    );
+    Pod::new(
+        prefix,
+        &spec,
+        &[Ctr::setup(), Ctr::group("root", BUSYBOX_IMAGE, 0)],
+        &Ctr::group(last, SCRATCH_IMAGE, 1).user(1001, 1001),
+    )
+}
+
+/// A pod of one container, `only`, of the init image running `steps` from the ConfigMap: no
+/// setup, no state.
+fn init_image_pod(prefix: &str, steps: Vec<Step>) -> Pod {
+    Pod::new(
+        prefix,
+        &new_spec(vec![], steps),
+        &[],
+        &Ctr::new("only", INIT_IMAGE, &["/init", "run", "/spec/spec.json"]),
+    )
+}
+
 fn summary(pod: &Pod, short: &str) -> Summary {
     let text = pod.termination_log(short);
     assert!(
@@ -110,83 +157,79 @@ fn three_ctrs() -> (Vec<Ctr>, Ctr) {
 #[test]
 fn handoff_runs_each_group_in_its_container_with_users_workdirs_and_a_shell_less_image() {
     require_images();
-    let spec = new_spec(
-        three_groups(),
+    let pod = three_group_pod(
+        "handoff",
         vec![
-            // Container 0, root: creates data in the workspace; working directory switching.
-            step(
-                shell_step(
-                    "root-writes",
-                    0,
-                    "mkdir -p /workspace/data; echo from-root > /workspace/data/root.txt; echo \"pwd=$PWD\"",
+        // Container 0, root: creates data in the workspace; working directory switching.
+        step(
+            shell_step(
+                "root-writes",
+                0,
+                "mkdir -p /workspace/data; echo from-root > /workspace/data/root.txt; echo \"pwd=$PWD\"",
+            ),
+            |s| s.working_dir = Some("/workspace/root-dir/sub".into()),
+        ),
+        step(shell_step("root-pwd", 0, "echo \"pwd=$PWD\""), |s| {
+            s.working_dir = Some("/tmp/elsewhere".into())
+        }),
+        // Container 1, uid 1001: writes where root created; HOME is writable; its steps run
+        // in the container's working directory unless they say otherwise.
+        shell_step(
+            "user-writes",
+            1,
+            "echo from-user > /workspace/data/user.txt; cat /workspace/data/root.txt; \
+             echo \"id=$(id -u):$(id -g) pwd=$PWD\"; echo home > \"$HOME/.probe\"; \
+             test \"$HOME\" != /",
+        ),
+        step(
+            shell_step("user-workdir", 1, "echo \"pwd=$PWD\"; touch mine"),
+            |s| s.working_dir = Some("/workspace/user-dir".into()),
+        ),
+        // A group spanning containers 1 and 2.
+        group(
+            "span",
+            vec![
+                cmd_step("span-user", 1, &["sh", "-c", "echo span > /workspace/data/span.txt"]),
+                // An optional group, itself spanning containers 1 and 2, that fails in 1:
+                // its `passed` child in 2 skips, its `failed` child runs, and the failure
+                // stays inside (optional).
+                step(
+                    group(
+                        "inner",
+                        vec![
+                            cmd_step("inner-fails", 1, &["sh", "-c", "exit 5"]),
+                            cmd_step("inner-skips", 2, &["/probe", "echo", "must-not-run"]),
+                            when(Condition::Failed, cmd_step("inner-on-failure", 2, &["/probe", "echo", "inner-failed"])),
+                        ],
+                    ),
+                    |s| s.optional = true,
                 ),
-                |s| s.working_dir = Some("/workspace/root-dir/sub".into()),
-            ),
-            step(shell_step("root-pwd", 0, "echo \"pwd=$PWD\""), |s| {
-                s.working_dir = Some("/tmp/elsewhere".into())
-            }),
-            // Container 1, uid 1001: writes where root created; HOME is writable; its steps run
-            // in the container's working directory unless they say otherwise.
-            shell_step(
-                "user-writes",
-                1,
-                "echo from-user > /workspace/data/user.txt; cat /workspace/data/root.txt; \
-                 echo \"id=$(id -u):$(id -g) pwd=$PWD\"; echo home > \"$HOME/.probe\"; \
-                 test \"$HOME\" != /",
-            ),
-            step(
-                shell_step("user-workdir", 1, "echo \"pwd=$PWD\"; touch mine"),
-                |s| s.working_dir = Some("/workspace/user-dir".into()),
-            ),
-            // A group spanning containers 1 and 2.
-            group(
-                "span",
-                vec![
-                    cmd_step("span-user", 1, &["sh", "-c", "echo span > /workspace/data/span.txt"]),
-                    // An optional group, itself spanning containers 1 and 2, that fails in 1:
-                    // its `passed` child in 2 skips, its `failed` child runs, and the failure
-                    // stays inside (optional).
-                    step(
-                        group(
-                            "inner",
-                            vec![
-                                cmd_step("inner-fails", 1, &["sh", "-c", "exit 5"]),
-                                cmd_step("inner-skips", 2, &["/probe", "echo", "must-not-run"]),
-                                step(cmd_step("inner-on-failure", 2, &["/probe", "echo", "inner-failed"]), |s| {
-                                    s.condition = Condition::Failed
-                                }),
-                            ],
-                        ),
-                        |s| s.optional = true,
-                    ),
-                    cmd_step(
-                        "span-scratch",
-                        2,
-                        &["/probe", "expect", "/workspace/data/span.txt", "span"],
-                    ),
-                ],
-            ),
-            // Container 2, shell-less image: a shell step through the sh that setup copied, and
-            // our probe reading what the others wrote.
-            shell_step(
-                "scratch-shell",
-                2,
-                "read -r a < /workspace/data/root.txt; read -r b < /workspace/data/user.txt; \
-                 echo \"shell=$0 a=$a b=$b\"; echo from-scratch-shell > /workspace/data/scratch.txt; \
-                 echo h > \"$HOME/.scratch-home\"; test \"$HOME\" != /",
-            ),
-            step(
                 cmd_step(
-                    "scratch-probe",
+                    "span-scratch",
                     2,
-                    &["/probe", "expect", "/workspace/data/scratch.txt", "from-scratch-shell", "::", "id"],
+                    &["/probe", "expect", "/workspace/data/span.txt", "span"],
                 ),
-                |s| s.working_dir = Some("/workspace/scratch-dir".into()),
+            ],
+        ),
+        // Container 2, shell-less image: a shell step through the sh that setup copied, and
+        // our probe reading what the others wrote.
+        shell_step(
+            "scratch-shell",
+            2,
+            "read -r a < /workspace/data/root.txt; read -r b < /workspace/data/user.txt; \
+             echo \"shell=$0 a=$a b=$b\"; echo from-scratch-shell > /workspace/data/scratch.txt; \
+             echo h > \"$HOME/.scratch-home\"; test \"$HOME\" != /",
+        ),
+        step(
+            cmd_step(
+                "scratch-probe",
+                2,
+                &["/probe", "expect", "/workspace/data/scratch.txt", "from-scratch-shell", "::", "id"],
             ),
+            |s| s.working_dir = Some("/workspace/scratch-dir".into()),
+        ),
         ],
     );
-    let (inits, last) = three_ctrs();
-    let pod = Pod::new("handoff", &spec, &inits, &last);
     // The hand-written pods are real Kubernetes, not podman-only YAML.
     assert_valid_kubernetes(&pod.yaml_path);
     let code = pod.run_to_end(LIMIT);
@@ -228,11 +271,9 @@ fn handoff_runs_each_group_in_its_container_with_users_workdirs_and_a_shell_less
         "{:#?}",
         user.records
     );
-    assert!(
-        !user
-            .records
-            .iter()
-            .any(|r| matches!(r, Record::End { step, .. } if step == "span")),
+    assert_eq!(
+        user.ends("span"),
+        0,
         "the group ends in the container of its last child: {:#?}",
         user.records
     );
@@ -348,43 +389,41 @@ fn handoff_runs_each_group_in_its_container_with_users_workdirs_and_a_shell_less
 #[test]
 fn a_failure_in_one_container_drives_conditions_in_the_next_ones() {
     require_images();
-    let spec = new_spec(
-        three_groups(),
+    let pod = three_group_pod(
+        "conditions",
         vec![
             cmd_step("ok", 0, &["true"]),
             cmd_step("fails", 0, &["sh", "-c", "echo failing; exit 3"]),
             cmd_step("after-fail", 0, &["true"]),
             cmd_step("passed-skips", 1, &["sh", "-c", "echo must-not-run"]),
-            step(
+            when(
+                Condition::Always,
                 cmd_step("always-runs", 1, &["sh", "-c", "echo always-ran"]),
-                |s| s.condition = Condition::Always,
             ),
-            step(
+            when(
+                Condition::Failed,
                 cmd_step("failed-runs", 1, &["sh", "-c", "echo failed-ran"]),
-                |s| s.condition = Condition::Failed,
             ),
             group(
                 "skipped-group",
                 vec![
                     cmd_step("sg-user", 1, &["sh", "-c", "echo must-not-run"]),
-                    step(
+                    when(
+                        Condition::Always,
                         cmd_step("sg-scratch", 2, &["/probe", "echo", "must-not-run"]),
-                        |s| s.condition = Condition::Always,
                     ),
                 ],
             ),
-            step(
+            when(
+                Condition::Always,
                 cmd_step("scratch-always", 2, &["/probe", "echo", "cleanup"]),
-                |s| s.condition = Condition::Always,
             ),
-            step(
+            when(
+                Condition::Never,
                 cmd_step("scratch-never", 2, &["/probe", "echo", "must-not-run"]),
-                |s| s.condition = Condition::Never,
             ),
         ],
     );
-    let (inits, last) = three_ctrs();
-    let pod = Pod::new("conditions", &spec, &inits, &last);
     let code = pod.run_to_end(LIMIT);
     let dbg = || pod.debug();
     assert_eq!(
@@ -463,39 +502,53 @@ fn wait_for_start(pod: &Pod, short: &str, step_id: &str) {
     );
 }
 
+/// Waits until step `step_id` has started in the pod's container `short` and printed `text`.
+fn wait_for_output(pod: &Pod, short: &str, step_id: &str, text: &str) {
+    wait_for_start(pod, short, step_id);
+    let container = pod.ctr(short);
+    wait_until(
+        &format!("{text:?} from step {step_id}"),
+        Duration::from_secs(30),
+        || container_logs(&container).stdout_str().contains(text),
+    );
+}
+
+/// Plays the pod and, once step `step_id` of container `short` has printed `text`, SIGKILLs
+/// that container's init (PID 1: the OOM killer or node pressure); returns kube play's output.
+fn play_and_sigkill_init_mid_step(
+    pod: &Pod,
+    short: &str,
+    step_id: &str,
+    text: &str,
+) -> std::process::Output {
+    let play = pod.play_spawn();
+    wait_for_output(pod, short, step_id, text);
+    podman_ok(["kill", "-s", "KILL", &pod.ctr(short)]);
+    play.wait(LIMIT)
+}
+
 #[test]
 fn a_sigkilled_init_mid_step_is_reported_aborted_by_the_next_container() {
     require_images();
-    let spec = new_spec(
-        three_groups(),
+    let pod = three_group_pod(
+        "sigkill",
         vec![
             cmd_step("before", 0, &["true"]),
             cmd_step("killed", 0, &["sh", "-c", "echo started; sleep 300"]),
             cmd_step("after-in-killed", 0, &["true"]),
             cmd_step("passed-skips", 1, &["sh", "-c", "echo must-not-run"]),
-            step(
+            when(
+                Condition::Always,
                 cmd_step("always-runs", 1, &["sh", "-c", "echo always-ran"]),
-                |s| s.condition = Condition::Always,
             ),
-            step(
+            when(
+                Condition::Always,
                 cmd_step("scratch-always", 2, &["/probe", "echo", "cleanup"]),
-                |s| s.condition = Condition::Always,
             ),
         ],
     );
-    let (inits, last) = three_ctrs();
-    let pod = Pod::new("sigkill", &spec, &inits, &last);
-    let play = pod.play_spawn();
     let root = pod.ctr("root");
-    wait_for_start(&pod, "root", "killed");
-    wait_until("the step's output", Duration::from_secs(30), || {
-        container_logs(&pod.ctr("root"))
-            .stdout_str()
-            .contains("started")
-    });
-    // The OOM killer or node pressure: SIGKILL to the init (PID 1 of the container).
-    podman_ok(["kill", "-s", "KILL", &root]);
-    let o = play.wait(LIMIT);
+    let o = play_and_sigkill_init_mid_step(&pod, "root", "killed", "started");
     // podman (as the kubelet with restartPolicy Never) fails the pod start on a failed
     // initContainer and does not start the next containers.
     assert!(
@@ -512,12 +565,11 @@ fn a_sigkilled_init_mid_step_is_reported_aborted_by_the_next_container() {
     assert_eq!(inspect(&pod.ctr("user")).status, "created");
     let killed = container_logs(&root);
     assert!(killed.started("killed"));
-    assert!(
-        !killed
-            .records
-            .iter()
-            .any(|r| matches!(r, Record::End { step, .. } if step == "killed")),
-        "a SIGKILLed init writes nothing more"
+    assert_eq!(
+        killed.ends("killed"),
+        0,
+        "a SIGKILLed init writes nothing more: {:#?}",
+        killed.records
     );
 
     // The closest real equivalent of the next container starting after the crash: start it (as
@@ -563,14 +615,13 @@ fn pod_stop_aborts_the_running_step_with_its_grace_and_the_init_exits_130() {
     require_images();
     // The last container runs a step that ignores SIGTERM, with a 1.5s grace: `podman pod stop`
     // (SIGTERM to the init, SIGKILL after 30s) must end in about 1.5s, the step recorded aborted.
-    let spec = new_spec(
-        vec![
-            spec_ctr("root", Some((0, 0)), None),
-            spec_ctr("scratch", Some((1001, 1001)), None),
-        ],
+    let pod = root_then_scratch_pod(
+        "podstop",
+        "scratch",
         vec![
             cmd_step("first", 0, &["true"]),
-            step(
+            with_grace(
+                1500,
                 cmd_step(
                     "stubborn",
                     1,
@@ -585,27 +636,17 @@ fn pod_stop_aborts_the_running_step_with_its_grace_and_the_init_exits_130() {
                         "300000",
                     ],
                 ),
-                |s| s.grace_ms = Some(1500),
             ),
-            step(
+            when(
+                Condition::Always,
                 cmd_step("always-after", 1, &["/probe", "echo", "must-not-run"]),
-                |s| s.condition = Condition::Always,
             ),
         ],
-    );
-    let pod = Pod::new(
-        "podstop",
-        &spec,
-        &[Ctr::setup(), Ctr::group("root", BUSYBOX_IMAGE, 0)],
-        &Ctr::group("scratch", SCRATCH_IMAGE, 1).user(1001, 1001),
     );
     let o = pod.play(LIMIT);
     assert!(o.status.success(), "{}", pod.debug());
     let last = pod.ctr("scratch");
-    wait_for_start(&pod, "scratch", "stubborn");
-    wait_until("ready", Duration::from_secs(30), || {
-        container_logs(&last).stdout_str().contains("ready")
-    });
+    wait_for_output(&pod, "scratch", "stubborn", "ready");
     let t = Instant::now();
     podman_ok(["pod", "stop", "-t", "30", &pod.name]);
     let took = t.elapsed();
@@ -637,39 +678,32 @@ fn pod_stop_aborts_the_running_step_with_its_grace_and_the_init_exits_130() {
 #[test]
 fn stopping_a_running_init_container_aborts_and_later_containers_skip_promptly() {
     require_images();
-    let spec = new_spec(
-        three_groups(),
+    let pod = three_group_pod(
+        "ctrstop",
         vec![
             // Ignores SIGTERM: the init's stop sequence kills it after the step's 1s grace.
-            step(
+            with_grace(
+                1000,
                 cmd_step(
                     "running",
                     0,
                     &["sh", "-c", "trap '' TERM; echo ready; sleep 300"],
                 ),
-                |s| s.grace_ms = Some(1000),
             ),
             cmd_step("user-step", 1, &["sh", "-c", "echo must-not-run"]),
-            step(
+            when(
+                Condition::Always,
                 cmd_step("user-always", 1, &["sh", "-c", "echo must-not-run"]),
-                |s| s.condition = Condition::Always,
             ),
-            step(
+            when(
+                Condition::Always,
                 cmd_step("scratch-always", 2, &["/probe", "echo", "must-not-run"]),
-                |s| s.condition = Condition::Always,
             ),
         ],
     );
-    let (inits, last) = three_ctrs();
-    let pod = Pod::new("ctrstop", &spec, &inits, &last);
     let play = pod.play_spawn();
     let root = pod.ctr("root");
-    wait_for_start(&pod, "root", "running");
-    wait_until("ready", Duration::from_secs(30), || {
-        container_logs(&pod.ctr("root"))
-            .stdout_str()
-            .contains("ready")
-    });
+    wait_for_output(&pod, "root", "running", "ready");
     let t = Instant::now();
     // What the kubelet does to a running initContainer when the pod is deleted.
     podman_ok(["stop", "-t", "30", &root]);
@@ -715,8 +749,8 @@ fn stopping_a_running_init_container_aborts_and_later_containers_skip_promptly()
 fn a_single_container_runs_a_spec_from_a_configmap_without_state() {
     require_images();
     // No setup container: the init is in the image (the init image), the spec is the ConfigMap.
-    let spec = new_spec(
-        vec![],
+    let pod = init_image_pod(
+        "single",
         vec![
             Step {
                 id: Some("hello".into()),
@@ -734,12 +768,6 @@ fn a_single_container_runs_a_spec_from_a_configmap_without_state() {
                 ..Default::default()
             },
         ],
-    );
-    let pod = Pod::new(
-        "single",
-        &spec,
-        &[],
-        &Ctr::new("only", INIT_IMAGE, &["/init", "run", "/spec/spec.json"]),
     );
     let code = pod.run_to_end(LIMIT);
     assert_eq!(code, 0, "{}", pod.debug());
@@ -808,13 +836,7 @@ fn the_termination_summary_fits_in_4096_bytes_whatever_the_step_count() {
             ..Default::default()
         })
         .collect();
-    let spec = new_spec(vec![], steps);
-    let pod = Pod::new(
-        "summary",
-        &spec,
-        &[],
-        &Ctr::new("only", INIT_IMAGE, &["/init", "run", "/spec/spec.json"]),
-    );
+    let pod = init_image_pod("summary", steps);
     let code = pod.run_to_end(LIMIT);
     assert_eq!(
         code,
@@ -843,35 +865,25 @@ fn the_termination_summary_fits_in_4096_bytes_whatever_the_step_count() {
 #[test]
 fn a_restarted_container_reports_its_own_killed_step_aborted_and_goes_on() {
     require_images();
-    let spec = new_spec(
-        three_groups(),
+    let pod = three_group_pod(
+        "restart",
         vec![
             cmd_step("before", 0, &["true"]),
             cmd_step("killed", 0, &["sh", "-c", "echo started; sleep 300"]),
             cmd_step("after-in-killed", 0, &["sh", "-c", "echo must-not-run"]),
-            step(
+            when(
+                Condition::Always,
                 cmd_step("always-0", 0, &["sh", "-c", "echo always-0-ran"]),
-                |s| s.condition = Condition::Always,
             ),
             cmd_step("user", 1, &["sh", "-c", "echo must-not-run"]),
-            step(
+            when(
+                Condition::Always,
                 cmd_step("scratch", 2, &["/probe", "echo", "cleanup"]),
-                |s| s.condition = Condition::Always,
             ),
         ],
     );
-    let (inits, last) = three_ctrs();
-    let pod = Pod::new("restart", &spec, &inits, &last);
-    let play = pod.play_spawn();
     let root = pod.ctr("root");
-    wait_for_start(&pod, "root", "killed");
-    wait_until("the step's output", Duration::from_secs(30), || {
-        container_logs(&pod.ctr("root"))
-            .stdout_str()
-            .contains("started")
-    });
-    podman_ok(["kill", "-s", "KILL", &root]);
-    let o = play.wait(LIMIT);
+    let o = play_and_sigkill_init_mid_step(&pod, "root", "killed", "started");
     assert!(!o.status.success(), "{}", pod.debug());
     for (c, want) in [("root", 0), ("user", 0), ("scratch", 1)] {
         let o = podman(["start", "--attach", &pod.ctr(c)]);
@@ -880,12 +892,7 @@ fn a_restarted_container_reports_its_own_killed_step_aborted_and_goes_on() {
     // podman logs holds both runs of the root container.
     let l = container_logs(&root);
     l.assert_clean("root");
-    let ends: Vec<_> = l
-        .records
-        .iter()
-        .filter(|r| matches!(r, Record::End { step, .. } if step == "killed"))
-        .collect();
-    assert_eq!(ends.len(), 1, "{:#?}", l.records);
+    assert_eq!(l.ends("killed"), 1, "{:#?}", l.records);
     let (status, _, reason) = l.end("killed");
     assert_eq!(status, Status::Aborted);
     assert!(
@@ -895,10 +902,7 @@ fn a_restarted_container_reports_its_own_killed_step_aborted_and_goes_on() {
     );
     assert!(l.started("before"), "{:#?}", l.records);
     assert_eq!(
-        l.records
-            .iter()
-            .filter(|r| matches!(r, Record::Start { step, .. } if step == "before"))
-            .count(),
+        l.starts("before"),
         1,
         "a finished step is not run again: {:#?}",
         l.records
@@ -975,28 +979,20 @@ fn setup_replaces_planted_symlinks_instead_of_writing_through_them() {
 #[test]
 fn pod_stop_during_init_containers_aborts_the_last_container_as_it_starts() {
     require_images();
-    let spec = new_spec(
-        vec![
-            spec_ctr("root", Some((0, 0)), None),
-            spec_ctr("last", Some((1001, 1001)), None),
-        ],
+    let pod = root_then_scratch_pod(
+        "podstop-early",
+        "last",
         vec![
             cmd_step("first", 0, &["sh", "-c", "sleep 2; echo first-done"]),
-            step(
+            with_grace(
+                1000,
                 cmd_step(
                     "long",
                     1,
                     &["/probe", "echo", "long-started", "::", "sleep", "60000"],
                 ),
-                |s| s.grace_ms = Some(1000),
             ),
         ],
-    );
-    let pod = Pod::new(
-        "podstop-early",
-        &spec,
-        &[Ctr::setup(), Ctr::group("root", BUSYBOX_IMAGE, 0)],
-        &Ctr::group("last", SCRATCH_IMAGE, 1).user(1001, 1001),
     );
     let play = pod.play_spawn();
     wait_for_start(&pod, "root", "first");
@@ -1053,12 +1049,7 @@ fn the_documented_example_pod_is_valid_and_runs() {
     }
     let test = container_logs(&pod.ctr("test"));
     assert_eq!(test.status("flaky"), Status::Failed);
-    let retries = test
-        .records
-        .iter()
-        .filter(|r| matches!(r, Record::Start { step, .. } if step == "flaky"))
-        .count();
-    assert_eq!(retries, 2, "retry count 1: two attempts");
+    assert_eq!(test.starts("flaky"), 2, "retry count 1: two attempts");
     let report = container_logs(&pod.ctr("report"));
     report.assert_clean("report");
     assert_eq!(report.stdout_str(), "built by root\ntested by 1001\n");
@@ -1079,11 +1070,9 @@ fn the_documented_example_pod_is_valid_and_runs() {
 #[test]
 fn a_group_deadline_spans_containers() {
     require_images();
-    let spec = new_spec(
-        vec![
-            spec_ctr("root", Some((0, 0)), None),
-            spec_ctr("last", Some((1001, 1001)), None),
-        ],
+    let pod = root_then_scratch_pod(
+        "deadline",
+        "last",
         vec![
             step(
                 group(
@@ -1099,17 +1088,11 @@ fn a_group_deadline_spans_containers() {
                 ),
                 |s| s.timeout_ms = Some(2500),
             ),
-            step(
+            when(
+                Condition::Always,
                 cmd_step("after", 1, &["/probe", "echo", "after-ran"]),
-                |s| s.condition = Condition::Always,
             ),
         ],
-    );
-    let pod = Pod::new(
-        "deadline",
-        &spec,
-        &[Ctr::setup(), Ctr::group("root", BUSYBOX_IMAGE, 0)],
-        &Ctr::group("last", SCRATCH_IMAGE, 1).user(1001, 1001),
     );
     let t = Instant::now();
     let code = pod.run_to_end(LIMIT);
@@ -1130,14 +1113,7 @@ fn a_group_deadline_spans_containers() {
         "{:#?}",
         l.records
     );
-    let ms = l
-        .records
-        .iter()
-        .find_map(|r| match r {
-            Record::End { step, ms, .. } if step == "slow-1" => Some(*ms),
-            _ => None,
-        })
-        .unwrap();
+    let ms = l.end_ms("slow-1");
     assert!(
         ms < 2000,
         "slow-1 ran {ms} ms: the time spent in container 0 must count"
@@ -1197,18 +1173,16 @@ fn a_step_running_as_its_own_user_in_a_root_container_can_use_the_workspace() {
 #[test]
 fn a_container_without_steps_hands_off_untouched() {
     require_images();
-    let spec = new_spec(
-        three_groups(),
+    let pod = three_group_pod(
+        "emptygroup",
         vec![
             cmd_step("fails", 0, &["sh", "-c", "exit 2"]),
-            step(
+            when(
+                Condition::Always,
                 cmd_step("last-always", 2, &["/probe", "echo", "ran"]),
-                |s| s.condition = Condition::Always,
             ),
         ],
     );
-    let (inits, last) = three_ctrs();
-    let pod = Pod::new("emptygroup", &spec, &inits, &last);
     let code = pod.run_to_end(LIMIT);
     assert_eq!(code, 1, "{}", pod.debug());
     let user = container_logs(&pod.ctr("user"));

@@ -6,19 +6,24 @@ use std::time::{Duration, Instant};
 
 use stepinit_e2e::*;
 
+/// `podman run RUN_OPTS...` of the busybox image with the host's init (mounted from `mount`, see
+/// [`mount_init`]) as entrypoint, given `init_args`.
+fn podman_run_args<'a>(
+    mount: &'a str,
+    run_opts: &[&'a str],
+    init_args: &[&'a str],
+) -> Vec<&'a str> {
+    let mut a = vec!["run"];
+    a.extend_from_slice(run_opts);
+    a.extend_from_slice(&["-v", mount, "--entrypoint", "/sbin/stepinit", BUSYBOX_IMAGE]);
+    a.extend_from_slice(init_args);
+    a
+}
+
 /// `podman run --rm` of the busybox image with the host's init as entrypoint; returns the output.
 fn run_wrapped(args: &[&str]) -> std::process::Output {
     let mount = mount_init();
-    let mut a = vec![
-        "run",
-        "--rm",
-        "-v",
-        &mount,
-        "--entrypoint",
-        "/sbin/stepinit",
-        BUSYBOX_IMAGE,
-    ];
-    a.extend_from_slice(args);
+    let a = podman_run_args(&mount, &["--rm"], args);
     run_limited(podman_cmd(a), Duration::from_secs(60))
 }
 
@@ -58,20 +63,31 @@ fn stdout_and_stderr_are_the_childs_own_bytes() {
 fn start_detached(init_args: &[&str]) -> CtrGuard {
     let name = unique("wrap");
     let mount = mount_init();
-    let mut a = vec![
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "-v",
-        &mount,
-        "--entrypoint",
-        "/sbin/stepinit",
-        BUSYBOX_IMAGE,
-    ];
-    a.extend_from_slice(init_args);
-    podman_ok(a);
+    podman_ok(podman_run_args(&mount, &["-d", "--name", &name], init_args));
     CtrGuard(name)
+}
+
+/// What `podman stop -t 20` did to a wrapped container.
+struct Stopped {
+    /// How long `podman stop` took.
+    took: Duration,
+    /// The container's exit code.
+    code: i32,
+    /// Its logs (stdout).
+    logs: String,
+}
+
+/// Starts a detached wrapped container, waits for its child to print `ready`, then stops it
+/// with `podman stop -t 20` (SIGTERM to the init, SIGKILL after 20s).
+fn stop_once_ready(init_args: &[&str]) -> Stopped {
+    let c = start_detached(init_args);
+    wait_for_log(&c.0, "ready");
+    let t = Instant::now();
+    podman_ok(["stop", "-t", "20", &c.0]);
+    let took = t.elapsed();
+    let code = wait_exited(&c.0, Duration::from_secs(30));
+    let logs = podman_ok(["logs", &c.0]);
+    Stopped { took, code, logs }
 }
 
 fn wait_for_log(name: &str, needle: &str) {
@@ -88,18 +104,12 @@ fn wait_for_log(name: &str, needle: &str) {
 #[test]
 fn podman_stop_sigterm_reaches_the_child_through_the_init() {
     require_images();
-    let c = start_detached(&[
+    let Stopped { took, code, logs } = stop_once_ready(&[
         "--",
         "sh",
         "-c",
         "trap 'echo got TERM; exit 42' TERM; echo ready; sleep 60 & wait",
     ]);
-    wait_for_log(&c.0, "ready");
-    let t = Instant::now();
-    podman_ok(["stop", "-t", "20", &c.0]);
-    let took = t.elapsed();
-    let code = wait_exited(&c.0, Duration::from_secs(30));
-    let logs = podman_ok(["logs", &c.0]);
     assert_eq!(code, 42, "the child's own exit code is kept; logs: {logs}");
     assert!(logs.contains("got TERM"), "{logs}");
     assert!(
@@ -113,7 +123,7 @@ fn the_inits_grace_kills_a_term_ignoring_child_long_before_podmans() {
     require_images();
     // The child ignores SIGTERM; the init's grace (1s) ends it with SIGKILL, well within podman's
     // own 20s before it would kill the init.
-    let c = start_detached(&[
+    let Stopped { took, code, logs } = stop_once_ready(&[
         "--grace",
         "1s",
         "--",
@@ -121,12 +131,6 @@ fn the_inits_grace_kills_a_term_ignoring_child_long_before_podmans() {
         "-c",
         "trap '' TERM; echo ready; sleep 60; echo survived",
     ]);
-    wait_for_log(&c.0, "ready");
-    let t = Instant::now();
-    podman_ok(["stop", "-t", "20", &c.0]);
-    let took = t.elapsed();
-    let code = wait_exited(&c.0, Duration::from_secs(30));
-    let logs = podman_ok(["logs", &c.0]);
     assert!(!logs.contains("survived"), "{logs}");
     assert_eq!(
         code, 137,
