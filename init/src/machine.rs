@@ -493,14 +493,7 @@ impl Machine {
             None => false,
         };
         if retry_more {
-            out.push(Action::Emit(Record::End {
-                step: self.nodes[i].id.clone(),
-                status,
-                code,
-                ms: now.saturating_sub(self.st[i].started_ms),
-                attempt,
-                reason,
-            }));
+            out.push(self.end_record(i, status, code, reason, now));
             self.start_attempt(i, attempt + 1, now, out);
             return;
         }
@@ -519,33 +512,40 @@ impl Machine {
         now: u64,
         out: &mut Vec<Action>,
     ) {
-        let s = &mut self.st[i];
-        s.phase = Phase::done(status);
-        s.code = code;
-        let attempt = if status == Status::Skipped {
-            0
-        } else {
-            s.attempt.max(1)
-        };
-        let ms = if status == Status::Skipped {
-            0
-        } else {
-            now.saturating_sub(s.started_ms)
-        };
-        out.push(Action::Emit(Record::End {
-            step: self.nodes[i].id.clone(),
-            status,
-            code,
-            ms,
-            attempt,
-            reason,
-        }));
+        self.st[i].phase = Phase::done(status);
+        self.st[i].code = code;
+        out.push(self.end_record(i, status, code, reason, now));
         self.reported.push(i);
         if status.is_failure() && !self.nodes[i].optional {
             let p = self.nodes[i].parent;
             self.st[p].failed = true;
         }
         out.push(Action::Save);
+    }
+
+    /// The `end` record of node `i`'s current attempt (a skipped node never ran: attempt 0, 0 ms).
+    fn end_record(
+        &self,
+        i: usize,
+        status: Status,
+        code: Option<i32>,
+        reason: Option<String>,
+        now: u64,
+    ) -> Action {
+        let ran = status != Status::Skipped;
+        let s = &self.st[i];
+        Action::Emit(Record::End {
+            step: self.nodes[i].id.clone(),
+            status,
+            code,
+            ms: if ran {
+                now.saturating_sub(s.started_ms)
+            } else {
+                0
+            },
+            attempt: if ran { s.attempt.max(1) } else { 0 },
+            reason,
+        })
     }
 
     /// Whether an enclosing group's deadline has passed (marking those groups timed out).
@@ -614,14 +614,7 @@ impl Machine {
             return;
         }
         self.st[i].phase = Phase::Skipped;
-        out.push(Action::Emit(Record::End {
-            step: self.nodes[i].id.clone(),
-            status: Status::Skipped,
-            code: None,
-            ms: 0,
-            attempt: 0,
-            reason: Some(reason),
-        }));
+        out.push(self.end_record(i, Status::Skipped, None, Some(reason), 0));
         self.reported.push(i);
     }
 
@@ -1193,20 +1186,9 @@ mod tests {
         let mut codes = vec![1, 1, 0, 2, 2].into_iter();
         let r = drive(&s, 0, None, |_| Out::Exit(codes.next().unwrap()));
         assert_eq!(
-            r.log,
-            [
-                "S:1#1",
-                "E:1=failed/1#1",
-                "S:1#2",
-                "E:1=failed/1#2",
-                "S:1#3",
-                "E:1=passed/0#3",
-                "S:2#1",
-                "E:2=failed/2#1",
-                "S:2#2",
-                "E:2=failed/2#2",
-                "D=failed!"
-            ]
+            r.log.join(" "),
+            "S:1#1 E:1=failed/1#1 S:1#2 E:1=failed/1#2 S:1#3 E:1=passed/0#3 S:2#1 \
+             E:2=failed/2#1 S:2#2 E:2=failed/2#2 D=failed!"
         );
         assert_eq!(
             r.launches.iter().map(|l| l.attempt).collect::<Vec<_>>(),
@@ -1222,16 +1204,9 @@ mod tests {
         let mut codes = vec![0, 0, 4].into_iter();
         let r = drive(&s, 0, None, |_| Out::Exit(codes.next().unwrap()));
         assert_eq!(
-            r.log,
-            [
-                "S:1#1",
-                "E:1=passed/0#1",
-                "S:1#2",
-                "E:1=passed/0#2",
-                "S:1#3",
-                "E:1=failed/4#3",
-                "D=failed!"
-            ]
+            r.log.join(" "),
+            "S:1#1 E:1=passed/0#1 S:1#2 E:1=passed/0#2 S:1#3 E:1=failed/4#3 \
+             D=failed!"
         );
     }
 
@@ -1272,19 +1247,9 @@ mod tests {
         );
         let r = drive(&s, 0, None, by_name);
         assert_eq!(
-            r.log,
-            [
-                "S:g#1",
-                "S:g.1#1",
-                "E:g.1=passed/0#1",
-                "S:g.2#1",
-                "E:g.2=timeout/143#1",
-                "E:g.3=skipped#0",
-                "E:g=timeout#1",
-                "S:2#1",
-                "E:2=passed/0#1",
-                "D=failed!"
-            ]
+            r.log.join(" "),
+            "S:g#1 S:g.1#1 E:g.1=passed/0#1 S:g.2#1 E:g.2=timeout/143#1 \
+             E:g.3=skipped#0 E:g=timeout#1 S:2#1 E:2=passed/0#1 D=failed!"
         );
         // The group's deadline (start 1000 + 100) caps the leaf's own (1000 + 1000).
         assert_eq!(r.launches[0].deadline, Some(1100));
@@ -1300,18 +1265,9 @@ mod tests {
         );
         let r = drive(&s, 0, None, by_name);
         assert_eq!(
-            r.log,
-            [
-                "S:1#1",
-                "E:1=passed/0#1",
-                "S:2#1",
-                "S:2.1#1",
-                "E:2.1=aborted/143#1",
-                "E:2.2=skipped#0",
-                "E:2=failed#1",
-                "E:3=skipped#0",
-                "D=aborted!"
-            ]
+            r.log.join(" "),
+            "S:1#1 E:1=passed/0#1 S:2#1 S:2.1#1 E:2.1=aborted/143#1 E:2.2=skipped#0 \
+             E:2=failed#1 E:3=skipped#0 D=aborted!"
         );
         assert_eq!(r.code, EXIT_ABORTED);
         assert!(r.state.aborted);
@@ -1370,15 +1326,8 @@ mod tests {
         let s = spec(THREE);
         let r0 = drive(&s, 0, None, by_name);
         assert_eq!(
-            r0.log,
-            [
-                "S:1#1",
-                "E:1=failed/1#1",
-                "S:g#1",
-                "S:g.1#1",
-                "E:g.1=passed/0#1",
-                "D=failed"
-            ]
+            r0.log.join(" "),
+            "S:1#1 E:1=failed/1#1 S:g#1 S:g.1#1 E:g.1=passed/0#1 D=failed"
         );
         assert_eq!(r0.code, 0, "intermediate containers exit 0");
         // The state goes through JSON, as on disk.
@@ -1386,21 +1335,14 @@ mod tests {
         let st: State = serde_json::from_str(&json).unwrap();
         let r1 = drive(&s, 1, Some(st), by_name);
         assert_eq!(
-            r1.log,
-            ["E:g.2=skipped#0", "S:g.3#1", "E:g.3=passed/0#1", "D=failed"]
+            r1.log.join(" "),
+            "E:g.2=skipped#0 S:g.3#1 E:g.3=passed/0#1 D=failed"
         );
         assert_eq!(r1.code, 0);
         let r2 = drive(&s, 2, Some(r1.state), by_name);
         assert_eq!(
-            r2.log,
-            [
-                "S:g.4#1",
-                "E:g.4=passed/0#1",
-                "E:g=passed#1",
-                "S:3#1",
-                "E:3=passed/0#1",
-                "D=failed!"
-            ]
+            r2.log.join(" "),
+            "S:g.4#1 E:g.4=passed/0#1 E:g=passed#1 S:3#1 E:3=passed/0#1 D=failed!"
         );
         assert_eq!(r2.code, EXIT_FAILED);
         assert_eq!(r2.reported, ["g.4=passed", "g=passed", "3=passed"]);
@@ -1417,16 +1359,9 @@ mod tests {
         assert_eq!(st.nodes[1].phase, Phase::Running);
         let r1 = drive(&s, 1, Some(st.clone()), by_name);
         assert_eq!(
-            r1.log,
-            [
-                "E:1=aborted#1",
-                "S:g#1",
-                "E:g.1=skipped#0",
-                "E:g.2=skipped#0",
-                "S:g.3#1",
-                "E:g.3=passed/0#1",
-                "D=failed"
-            ]
+            r1.log.join(" "),
+            "E:1=aborted#1 S:g#1 E:g.1=skipped#0 E:g.2=skipped#0 S:g.3#1 \
+             E:g.3=passed/0#1 D=failed"
         );
         assert_eq!(r1.log[0], "E:1=aborted#1");
         let mut m = Machine::new(&s, 1, "/bin/sh", Some(m.state())).unwrap();
@@ -1446,25 +1381,23 @@ mod tests {
         let r0 = drive(&s, 0, None, |_| Out::Abort);
         // The group is skipped by container 0; each container reports its own part of it.
         assert_eq!(
-            r0.log,
-            ["S:1#1", "E:1=aborted/143#1", "E:g.1=skipped#0", "D=aborted"]
+            r0.log.join(" "),
+            "S:1#1 E:1=aborted/143#1 E:g.1=skipped#0 D=aborted"
         );
         assert_eq!(r0.code, 0);
         let r1 = drive(&s, 1, Some(r0.state), |_| {
             panic!("nothing runs after an abort")
         });
-        assert_eq!(r1.log, ["E:g.2=skipped#0", "E:g.3=skipped#0", "D=aborted"]);
+        assert_eq!(
+            r1.log.join(" "),
+            "E:g.2=skipped#0 E:g.3=skipped#0 D=aborted"
+        );
         let r2 = drive(&s, 2, Some(r1.state), |_| {
             panic!("nothing runs after an abort")
         });
         assert_eq!(
-            r2.log,
-            [
-                "E:g.4=skipped#0",
-                "E:g=skipped#0",
-                "E:3=skipped#0",
-                "D=aborted!"
-            ]
+            r2.log.join(" "),
+            "E:g.4=skipped#0 E:g=skipped#0 E:3=skipped#0 D=aborted!"
         );
         assert_eq!(r2.code, EXIT_ABORTED);
     }
@@ -1479,11 +1412,11 @@ mod tests {
         );
         let r0 = drive(&s, 0, None, by_name);
         assert_eq!(
-            r0.log,
-            ["S:1#1", "E:1=failed/1#1", "E:g.1=skipped#0", "D=failed"]
+            r0.log.join(" "),
+            "S:1#1 E:1=failed/1#1 E:g.1=skipped#0 D=failed"
         );
         let r1 = drive(&s, 1, Some(r0.state), by_name);
-        assert_eq!(r1.log, ["E:g.2=skipped#0", "D=failed"]);
+        assert_eq!(r1.log.join(" "), "E:g.2=skipped#0 D=failed");
         let mut m = Machine::new(&s, 2, "/bin/sh", Some(r1.state.clone())).unwrap();
         let a = m.start(0);
         let Action::Emit(Record::End { reason, .. }) = &a[0] else {
@@ -1495,14 +1428,8 @@ mod tests {
         );
         let r2 = drive(&s, 2, Some(r1.state), by_name);
         assert_eq!(
-            r2.log,
-            [
-                "E:g.3=skipped#0",
-                "E:g=skipped#0",
-                "S:3#1",
-                "E:3=passed/0#1",
-                "D=failed!"
-            ]
+            r2.log.join(" "),
+            "E:g.3=skipped#0 E:g=skipped#0 S:3#1 E:3=passed/0#1 D=failed!"
         );
     }
 
