@@ -330,6 +330,53 @@ mod tests {
         }
     }
 
+    /// Random bytes, and valid streams with random bytes flipped, through every decoder of this
+    /// crate: errors are values, never panics (a controller reads logs anyone could have written).
+    #[test]
+    fn random_and_mangled_input_never_panics() {
+        let mut f = Framer::new();
+        let mut valid = Vec::new();
+        f.record(&start("1"), &mut valid);
+        f.record(
+            &Record::End {
+                step: "1".into(),
+                status: Status::Failed,
+                code: Some(-3),
+                ms: 9,
+                attempt: 1,
+                reason: Some("r\u{e9}\"\\".into()),
+            },
+            &mut valid,
+        );
+        let summary = crate::summary::Summary::new(0, true, Status::Passed, vec![]).encode();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        const ALPHABET: &[u8] = b"\x1e\n{}[]\":,\\u0123456789abcdefnrtul-.eE+ \xc3\xa9\xff%";
+        for round in 0..20_000 {
+            let base: &[u8] = [&valid[..], &summary[..], b""][round % 3];
+            let mut v = base.to_vec();
+            for _ in 0..1 + rnd() % 8 {
+                let b = ALPHABET[(rnd() % ALPHABET.len() as u64) as usize];
+                let at = (rnd() as usize) % (v.len() + 1);
+                match rnd() % 3 {
+                    0 if at < v.len() => v[at] = b,
+                    1 if at < v.len() => {
+                        v.remove(at);
+                    }
+                    _ => v.insert(at, b),
+                }
+            }
+            let _ = decode(&v, 1 + (rnd() % 9) as usize);
+            let _ = Record::decode_json(v.get(1..).unwrap_or_default());
+            let _ = crate::summary::Summary::decode(&v);
+        }
+    }
+
     #[test]
     fn garbage_is_reported_not_panicked_and_memory_is_bounded() {
         let mut s = b"\x1e{\"v\":1,".to_vec();
