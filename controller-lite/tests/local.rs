@@ -1,73 +1,21 @@
 //! End-to-end runs of the `local` engine: the real stepctl binary, re-executing itself as the
 //! init, real processes and signals.
 
+mod common;
+
+use common::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn stepctl() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_stepctl"));
-    c.env("NO_COLOR", "1");
-    c
+    Engine::Local.stepctl()
 }
 
-fn wf(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/workflows")
-        .join(name)
-}
-
-/// Writes a workflow to a temporary file.
-fn temp_wf(name: &str, yaml: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stepctl-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(format!("{name}.yaml"));
-    std::fs::write(&p, yaml).unwrap();
-    p
-}
-
-/// Runs `stepctl run --output json WORKFLOW`; returns (exit code, JSON document, stderr).
 fn run_json(workflow: &Path, extra: &[&str]) -> (i32, Value, String) {
-    let o = stepctl()
-        .args(["run", "--output", "json"])
-        .args(extra)
-        .arg(workflow)
-        .output()
-        .expect("run stepctl");
-    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    let doc: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON document ({e}):\n{}\nstderr:\n{stderr}",
-            String::from_utf8_lossy(&o.stdout)
-        )
-    });
-    (o.status.code().unwrap_or(-1), doc, stderr)
-}
-
-/// The step at a path of names.
-fn step<'a>(doc: &'a Value, names: &[&str]) -> &'a Value {
-    let mut cur = doc;
-    for n in names {
-        cur = cur["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == *n)
-            .unwrap_or_else(|| panic!("no step {n:?} in {cur}"));
-    }
-    cur
-}
-
-fn is_root() -> bool {
-    unsafe { libc_geteuid() == 0 }
-}
-
-extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
+    Engine::Local.run_json(workflow, extra)
 }
 
 #[test]
@@ -139,7 +87,7 @@ fn hello_example_passes_and_writes_junit() {
     let o = stepctl()
         .args(["run", "--junit"])
         .arg(&junit)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello.yaml"))
+        .arg(example("hello.yaml"))
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
@@ -288,42 +236,21 @@ fn abort_with(sig: i32) {
         &format!("sleeper-{sig}"),
         &SLEEPER.replace("PIDFILE", pidfile.to_str().unwrap()),
     );
-    let mut child = stepctl()
-        .args(["run", "--output", "json"])
-        .arg(&p)
-        // Its own process group, as a shell gives a foreground job.
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    let t = Instant::now();
-    loop {
-        let mut line = String::new();
-        if err.read_line(&mut line).unwrap() == 0 {
-            panic!("stepctl ended before the sleeper started: {seen}");
-        }
-        seen.push_str(&line);
-        if line == "sleeping\n" {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(20), "{seen}");
-    }
-    let sent = Instant::now();
+    let mut cmd = Engine::Local.run_cmd(&["--output", "json"]);
+    cmd.arg(&p);
     // SIGINT as a terminal's Ctrl-C sends it: to the whole foreground process group; SIGTERM
     // as a supervisor does: to stepctl alone.
-    let target = if sig == 2 {
-        -(child.id() as i32)
+    let to = if sig == 2 {
+        SignalTo::ProcessGroup
     } else {
-        child.id() as i32
+        SignalTo::ProcessOnly
     };
-    unsafe { kill(target, sig) };
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    let o = child.wait_with_output().unwrap();
-    let took = sent.elapsed();
+    let Interrupted {
+        output: o,
+        before: seen,
+        after: rest,
+        took,
+    } = interrupt_at_line(cmd, "sleeping", Duration::from_secs(20), sig, to);
     assert_eq!(o.status.code(), Some(130), "{seen}{rest}");
     assert!(took < Duration::from_secs(8), "abort took {took:?}");
     let doc: Value = serde_json::from_slice(&o.stdout).expect("JSON result after abort");
@@ -343,16 +270,8 @@ fn abort_with(sig: i32) {
         .trim()
         .parse()
         .unwrap();
-    assert_ne!(
-        unsafe { kill(pid, 0) },
-        0,
-        "the step's sleep (pid {pid}) survived"
-    );
+    assert!(!alive(pid), "the step's sleep (pid {pid}) survived");
     let _ = std::fs::remove_file(&pidfile);
-}
-
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
 }
 
 #[test]

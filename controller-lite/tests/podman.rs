@@ -2,13 +2,14 @@
 //! `images/build`, configured by `tests/podman/containers.conf`. These tests fail, never skip,
 //! when podman cannot run or the images are missing.
 
+mod common;
+
+use common::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One pod at a time: the machine has two cores.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -19,18 +20,15 @@ const IMAGES: [&str; 3] = [
     "localhost/stepinit/test-scratch:dev",
 ];
 
-fn conf() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/podman/containers.conf")
-}
-
 fn podman(args: &[&str]) -> std::process::Output {
     Command::new("podman")
-        .env("CONTAINERS_CONF", conf())
+        .env("CONTAINERS_CONF", containers_conf())
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("podman cannot run ({e}): install it (tests/install-deps)"))
 }
 
+/// Takes the one-pod-at-a-time lock and checks that podman runs and the images exist.
 fn preflight() -> std::sync::MutexGuard<'static, ()> {
     let g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let o = podman(&["version"]);
@@ -49,53 +47,11 @@ fn preflight() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn stepctl() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_stepctl"));
-    c.env("CONTAINERS_CONF", conf()).env("NO_COLOR", "1");
-    c
-}
-
-fn wf(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/workflows")
-        .join(name)
-}
-
-fn temp_wf(name: &str, yaml: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stepctl-podman-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(format!("{name}.yaml"));
-    std::fs::write(&p, yaml).unwrap();
-    p
+    Engine::Podman.stepctl()
 }
 
 fn run_json(workflow: &Path, extra: &[&str]) -> (i32, Value, String) {
-    let o = stepctl()
-        .args(["run", "--engine", "podman", "--output", "json"])
-        .args(extra)
-        .arg(workflow)
-        .output()
-        .expect("run stepctl");
-    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    let doc: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON document ({e}):\n{}\nstderr:\n{stderr}",
-            String::from_utf8_lossy(&o.stdout)
-        )
-    });
-    (o.status.code().unwrap_or(-1), doc, stderr)
-}
-
-fn step<'a>(doc: &'a Value, names: &[&str]) -> &'a Value {
-    let mut cur = doc;
-    for n in names {
-        cur = cur["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == *n)
-            .unwrap_or_else(|| panic!("no step {n:?} in {cur}"));
-    }
-    cur
+    Engine::Podman.run_json(workflow, extra)
 }
 
 /// Pods whose name starts with `prefix`.
@@ -197,8 +153,7 @@ fn failures_across_containers_of_different_users() {
 #[test]
 fn kept_pod_results_are_rederived_by_status() {
     let _g = preflight();
-    let hello = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello.yaml");
-    let (code, doc, err) = run_json(&hello, &["--keep"]);
+    let (code, doc, err) = run_json(&example("hello.yaml"), &["--keep"]);
     assert_eq!(code, 0, "{doc}\n{err}");
     let pod = err
         .lines()
@@ -262,38 +217,21 @@ spec:
 fn ctrl_c_stops_the_pod_gracefully_and_reports() {
     let _g = preflight();
     let p = temp_wf("podsleeper", SLEEPER);
-    let mut child = stepctl()
-        .args([
-            "run", "--engine", "podman", "--output", "json", "--grace", "5",
-        ])
-        .arg(&p)
-        // Its own process group, as a shell gives a foreground job.
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    let t = Instant::now();
-    loop {
-        let mut line = String::new();
-        if err.read_line(&mut line).unwrap() == 0 {
-            panic!("stepctl ended before the sleeper started: {seen}");
-        }
-        seen.push_str(&line);
-        if line == "sleeping\n" {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(90), "{seen}");
-    }
-    let sent = Instant::now();
+    let mut cmd = Engine::Podman.run_cmd(&["--output", "json", "--grace", "5"]);
+    cmd.arg(&p);
     // Ctrl-C on a terminal: SIGINT to the whole foreground process group.
-    unsafe { kill(-(child.id() as i32), 2) };
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    let o = child.wait_with_output().unwrap();
-    let took = sent.elapsed();
+    let Interrupted {
+        output: o,
+        before: seen,
+        after: rest,
+        took,
+    } = interrupt_at_line(
+        cmd,
+        "sleeping",
+        Duration::from_secs(90),
+        2,
+        SignalTo::ProcessGroup,
+    );
     assert_eq!(o.status.code(), Some(130), "{seen}{rest}");
     // The init stops `sleep` at once on SIGTERM: well within the 5 s grace.
     assert!(took < Duration::from_secs(20), "abort took {took:?}");
@@ -306,21 +244,11 @@ fn ctrl_c_stops_the_pod_gracefully_and_reports() {
     assert!(pods("podsleeper-").is_empty(), "the pod was not removed");
 }
 
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
-}
-
 #[test]
 fn a_missing_init_image_says_how_to_build_it() {
     let _g = preflight();
-    let o = stepctl()
-        .args([
-            "run",
-            "--engine",
-            "podman",
-            "--init-image",
-            "localhost/stepinit/no-such-init:0",
-        ])
+    let o = Engine::Podman
+        .run_cmd(&["--init-image", "localhost/stepinit/no-such-init:0"])
         .arg(wf("pure-steps.yaml"))
         .output()
         .unwrap();
