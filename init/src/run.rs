@@ -533,13 +533,34 @@ fn load_state(f: &Path) -> Result<Option<State>, String> {
 /// survive the death of this init (a process crash, OOM kill), not of the node; the kernel's page
 /// cache is shared by every container of the pod, and a rebooted node restarts the pod anyway.
 fn save_state(f: &Path, s: &State) -> Result<(), String> {
+    use std::io::Write;
     let json = serde_json::to_vec(s).map_err(|e| e.to_string())?;
     let tmp = f.with_extension(format!("tmp.{}", sys::getpid()));
-    std::fs::write(&tmp, &json).map_err(|e| os_err(&e))?;
-    std::fs::rename(&tmp, f).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        os_err(&e)
-    })
+    // Steps can write the state directory too: the temporary file is always a new one
+    // (O_EXCL: never through a symlink or into a file someone left there). One left over by a
+    // killed init, or planted, is removed first (unlink removes a symlink, not its target).
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+    };
+    let mut file = match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(&tmp);
+            create()
+        }
+        r => r,
+    }
+    .map_err(|e| os_err(&e))?;
+    let written = file.write_all(&json);
+    drop(file);
+    written
+        .and_then(|()| std::fs::rename(&tmp, f))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            os_err(&e)
+        })
 }
 
 fn write_summary(m: &Machine, group: u32, path: Option<&Path>) {
@@ -629,6 +650,26 @@ mod tests {
         assert_eq!(names.len(), 2, "{names:?}");
         std::fs::write(d.join("state.1.json"), b"{\"version\":1,").unwrap();
         assert!(load_state(&d.join("state.1.json")).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_planted_temporary_symlink_is_not_written_through() {
+        // The state directory is writable by the steps too: one could plant our temporary name
+        // as a symlink to a file the next (root) init must not overwrite.
+        let d = tmp("plant");
+        let victim = d.join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let f = state_file(&d, 0);
+        let planted = f.with_extension(format!("tmp.{}", sys::getpid()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        let spec: Spec =
+            serde_json::from_str(r#"{"version":1,"steps":[{"command":["a"]}]}"#).unwrap();
+        let m = Machine::new(&spec, 0, "/bin/sh", None).unwrap();
+        let saved = save_state(&f, &m.state());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(saved, Ok(()));
+        assert_eq!(load_state(&f).unwrap(), Some(m.state()));
         std::fs::remove_dir_all(&d).unwrap();
     }
 
