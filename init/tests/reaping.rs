@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
 /// Makes 10 orphans (each `sleep 1` started by a shell that exits at once), checks from inside
@@ -46,41 +45,30 @@ done
 echo "reaped $n"
 "#;
 
-#[test]
-fn orphans_are_reaped_as_subreaper() {
-    let d = TempDir::new("subreaper");
-    let m = Marker::new("subreaper");
-    let out = wrap_sh(ORPHANS, &[("D", d.s())], &m);
-    assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
+/// Asserts the init exited 0 after the [`ORPHANS`] script printed `reaped N`.
+fn assert_orphans_reaped(out: &Out) {
+    out.assert_code(0);
     assert!(
         out.stdout_str().starts_with("reaped "),
         "{}",
         out.stdout_str()
     );
-    assert!(m.pids().is_empty(), "survivors: {}", m.describe());
 }
 
-fn unshare_init<I, S>(args: I, m: &Marker) -> std::process::Command
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let mut all: Vec<std::ffi::OsString> =
-        vec!["-fp".into(), "--mount-proc".into(), INIT.as_str().into()];
-    all.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
-    marked_cmd("unshare", all, m)
+#[test]
+fn orphans_are_reaped_as_subreaper() {
+    let f = Fixture::new("subreaper");
+    assert_orphans_reaped(&f.run_init(["--", "sh", "-c", ORPHANS]));
+    f.assert_no_survivors();
 }
 
 #[test]
 fn orphans_are_reaped_as_pid_1() {
-    let d = TempDir::new("pid1");
-    let m = Marker::new("pid1");
+    let f = Fixture::new("pid1");
     let script = format!(
         r#"[ "$PPID" = 1 ] || {{ echo "not under PID 1: PPID=$PPID" >&2; exit 1; }}; {ORPHANS}"#
     );
-    let mut c = unshare_init(["--", "sh", "-c", &script], &m);
-    c.env("D", d.s());
-    let out = Running::spawn(&mut c).finish(LIMIT);
+    let out = Running::spawn(&mut f.unshare_init_cmd(["--", "sh", "-c", &script])).finish(LIMIT);
     assert_eq!(
         out.code,
         0,
@@ -88,11 +76,7 @@ fn orphans_are_reaped_as_pid_1() {
          be skipped); stderr: {}",
         out.stderr_str()
     );
-    assert!(
-        out.stdout_str().starts_with("reaped "),
-        "{}",
-        out.stdout_str()
-    );
+    assert_orphans_reaped(&out);
 }
 
 /// Leftovers of three kinds, all waiting to be stopped after the main child exits with 7:
@@ -108,109 +92,69 @@ exit 7
 
 #[test]
 fn leftovers_are_killed_after_the_grace_and_the_main_code_is_kept() {
-    let d = TempDir::new("leftovers");
-    let m = Marker::new("leftovers");
-    let mut c = init_cmd(["--grace", "1s", "--", "sh", "-c", LEFTOVERS], &m);
-    c.env("D", d.s());
-    let out = Running::spawn(&mut c).finish(LIMIT);
-    assert_eq!(out.code, 7, "stderr: {}", out.stderr_str());
+    let f = Fixture::new("leftovers");
+    let out = f.run_init(["--grace", "1s", "--", "sh", "-c", LEFTOVERS]);
+    out.assert_code(7);
     // The TERM-ignoring ones were given the grace before SIGKILL.
-    assert!(
-        out.elapsed >= Duration::from_millis(900),
-        "{:?}",
-        out.elapsed
-    );
+    assert_waited_a_1s_grace(out.elapsed, "the run");
     assert!(out.elapsed < Duration::from_secs(30), "{:?}", out.elapsed);
-    let survivors = m.describe();
-    assert!(survivors.is_empty(), "survivors of the init: {survivors}");
+    f.assert_no_survivors();
 }
 
 #[test]
 fn leftovers_that_obey_term_do_not_wait_for_the_grace() {
-    let d = TempDir::new("leftovers-term");
-    let m = Marker::new("leftovers-term");
-    let mut c = init_cmd(
-        [
-            "--grace",
-            "40s",
-            "--",
-            "sh",
-            "-c",
-            r#"sleep 1000 & setsid sh -c 'touch "$D/r1"; exec sleep 1000' &
-               while [ ! -e "$D/r1" ]; do sleep 0.01; done; exit 3"#,
-        ],
-        &m,
-    );
-    c.env("D", d.s());
-    let out = Running::spawn(&mut c).finish(LIMIT);
-    assert_eq!(out.code, 3, "stderr: {}", out.stderr_str());
+    let f = Fixture::new("leftovers-term");
+    let out = f.run_init([
+        "--grace",
+        "40s",
+        "--",
+        "sh",
+        "-c",
+        r#"sleep 1000 & setsid sh -c 'touch "$D/r1"; exec sleep 1000' &
+           while [ ! -e "$D/r1" ]; do sleep 0.01; done; exit 3"#,
+    ]);
+    out.assert_code(3);
     assert!(out.elapsed < Duration::from_secs(20), "{:?}", out.elapsed);
-    assert!(m.pids().is_empty(), "survivors: {}", m.describe());
+    f.assert_no_survivors();
 }
 
 #[test]
 fn leftovers_as_pid_1_and_the_main_code_is_kept() {
-    let d = TempDir::new("pid1-leftovers");
-    let m = Marker::new("pid1-leftovers");
-    let mut c = unshare_init(["--grace", "1s", "--", "sh", "-c", LEFTOVERS], &m);
-    c.env("D", d.s());
+    let f = Fixture::new("pid1-leftovers");
+    let mut c = f.unshare_init_cmd(["--grace", "1s", "--", "sh", "-c", LEFTOVERS]);
     let out = Running::spawn(&mut c).finish(LIMIT);
-    assert_eq!(out.code, 7, "stderr: {}", out.stderr_str());
-    assert!(
-        out.elapsed >= Duration::from_millis(900),
-        "{:?}",
-        out.elapsed
-    );
-    assert!(m.pids().is_empty(), "survivors: {}", m.describe());
+    out.assert_code(7);
+    assert_waited_a_1s_grace(out.elapsed, "the run");
+    f.assert_no_survivors();
 }
 
 /// A grandchild that left the group and ignores TERM is still killed when the init is told to
 /// stop (SIGTERM), after the grace.
 #[test]
 fn sigterm_reaches_setsid_grandchildren_too() {
-    let d = TempDir::new("term-setsid");
-    let m = Marker::new("term-setsid");
-    let mut c = init_cmd(
-        [
-            "--grace",
-            "1s",
-            "--",
-            "sh",
-            "-c",
-            r#"(setsid sh -c 'trap "" TERM; touch "$D/r1"; exec sleep 1000' &)
-               while [ ! -e "$D/r1" ]; do sleep 0.01; done; exec sleep 1000"#,
-        ],
-        &m,
-    );
-    c.env("D", d.s());
-    let r = Running::spawn(&mut c);
-    await_file(&d.join("r1"), "the grandchild");
+    let f = Fixture::new("term-setsid");
+    let r = Running::spawn(&mut f.init_cmd([
+        "--grace",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        r#"(setsid sh -c 'trap "" TERM; touch "$D/r1"; exec sleep 1000' &)
+           while [ ! -e "$D/r1" ]; do sleep 0.01; done; exec sleep 1000"#,
+    ]));
+    await_file(&f.dir.join("r1"), "the grandchild");
     let t = Instant::now();
     r.signal(libc::SIGTERM);
-    let out = r.finish(LIMIT);
-    assert_eq!(
-        out.code,
-        128 + libc::SIGTERM,
-        "stderr: {}",
-        out.stderr_str()
-    );
-    assert!(
-        t.elapsed() >= Duration::from_millis(900),
-        "{:?}",
-        t.elapsed()
-    );
-    assert!(m.pids().is_empty(), "survivors: {}", m.describe());
+    r.finish(LIMIT).assert_code(128 + libc::SIGTERM);
+    assert_waited_a_1s_grace(t.elapsed(), "SIGTERM");
+    f.assert_no_survivors();
 }
 
 /// Reaping is driven by events: while the child sleeps, the init does not wake up.
 #[test]
 fn the_init_sleeps_while_its_child_sleeps() {
-    let d = TempDir::new("idle");
-    let m = Marker::new("idle");
-    let mut c = init_cmd(["--", "sh", "-c", r#"touch "$D/ready"; exec sleep 3"#], &m);
-    c.env("D", d.s());
-    let r = Running::spawn(&mut c);
-    await_file(&d.join("ready"), "child start");
+    let f = Fixture::new("idle");
+    let r = f.start_init_until_ready(["--", "sh", "-c", r#"touch "$D/ready"; exec sleep 3"#]);
     let switches = |pid: i32| {
         status_kb(pid, "voluntary_ctxt_switches").unwrap_or(0)
             + status_kb(pid, "nonvoluntary_ctxt_switches").unwrap_or(0)
@@ -224,8 +168,7 @@ fn the_init_sleeps_while_its_child_sleeps() {
         "init state {:?}",
         proc_state(r.pid())
     );
-    let out = r.finish(LIMIT);
-    assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
+    r.finish(LIMIT).assert_code(0);
     assert!(
         after - before <= 5,
         "the init woke up {} times in 1.5 s while its child slept (polling?)",

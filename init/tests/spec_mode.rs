@@ -679,18 +679,7 @@ fn spec_mode_as_pid_1() {
                        echo clean"},
         ]}),
     );
-    let mut c = marked_cmd(
-        "unshare",
-        [
-            "-fp".as_ref(),
-            "--mount-proc".as_ref(),
-            INIT.as_ref(),
-            "run".as_ref(),
-            path.as_os_str(),
-        ],
-        &f.marker,
-    );
-    c.env("D", f.dir.s());
+    let mut c = f.unshare_init_cmd(["run".as_ref(), path.as_os_str()]);
     let r = finish_spec(Running::spawn(&mut c), LIMIT);
     assert_eq!(
         r.code,

@@ -274,6 +274,15 @@ pub struct Out {
 }
 
 impl Out {
+    /// Asserts the init's exit code; the message shows its stderr.
+    pub fn assert_code(&self, want: i32) {
+        assert_eq!(
+            self.code,
+            want,
+            "exit code of the init; stderr: {}",
+            self.stderr_str()
+        );
+    }
     pub fn stderr_str(&self) -> String {
         String::from_utf8_lossy(&self.stderr).into_owned()
     }
@@ -630,6 +639,70 @@ impl Fixture {
         c
     }
 
+    /// A `Command` for `init ARGS...` (wrap mode, say) with `$D` set: see [`init_cmd`].
+    pub fn init_cmd<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = init_cmd(args, &self.marker);
+        c.env("D", self.dir.s());
+        c
+    }
+
+    /// A `Command` for `unshare -fp --mount-proc init ARGS...` with `$D` set: the init as PID 1
+    /// of a new PID namespace (needs root; tests using it are never skipped).
+    pub fn unshare_init_cmd<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> =
+            vec!["-fp".into(), "--mount-proc".into(), INIT.as_str().into()];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        let mut c = marked_cmd("unshare", all, &self.marker);
+        c.env("D", self.dir.s());
+        c
+    }
+
+    /// Runs `init ARGS...` with `$D` set to its end (bounded by [`LIMIT`]).
+    pub fn run_init<I, S>(&self, args: I) -> Out
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Running::spawn(&mut self.init_cmd(args)).finish(LIMIT)
+    }
+
+    /// Starts `init ARGS...` with `$D` set and waits until its child has created `$D/ready`.
+    pub fn start_init_until_ready<I, S>(&self, args: I) -> Running
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let r = Running::spawn(&mut self.init_cmd(args));
+        self.await_ready();
+        r
+    }
+
+    /// Waits (bounded) until a process of the test has created `$D/ready`.
+    pub fn await_ready(&self) {
+        await_file(&self.dir.join("ready"), "$D/ready from the child");
+    }
+
+    /// Waits (bounded) until a process of this test runs `program` (after an `exec`, say).
+    pub fn await_process(&self, program: &str) {
+        assert!(
+            wait_until(LIMIT, || self
+                .marker
+                .pids()
+                .iter()
+                .any(|p| cmdline(*p).starts_with(program))),
+            "no {program} process: {}",
+            self.marker.describe()
+        );
+    }
+
     /// Asserts that no process of this test is left.
     pub fn assert_no_survivors(&self) {
         assert!(
@@ -638,6 +711,14 @@ impl Fixture {
             self.marker.describe()
         );
     }
+}
+
+/// Asserts that a stop took at least a 1 s grace period (with 100 ms of slack for clocks).
+pub fn assert_waited_a_1s_grace(took: Duration, what: &str) {
+    assert!(
+        took >= Duration::from_millis(900),
+        "{what}: over before the 1s grace: {took:?}"
+    );
 }
 
 /// Writes an executable (0755) file, a script for steps to run.
