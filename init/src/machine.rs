@@ -57,7 +57,8 @@ pub enum Action {
     /// Start the stop sequence of the running leaf; an [`Event::Exited`] follows when it is done.
     Stop,
     Emit(Record),
-    /// The state changed: persist it (when `--state` is given).
+    /// The state changed: persist [`Machine::state`] (when `--state` is given). The driver
+    /// saves it as it is after the whole batch of actions.
     Save,
     Exit(i32),
 }
@@ -514,13 +515,16 @@ impl Machine {
     ) {
         self.st[i].phase = Phase::done(status);
         self.st[i].code = code;
+        // Saved before it is printed: an init killed while its stdout blocks must not leave a
+        // printed result that the state still calls `running` (the next init would report it
+        // again, as aborted).
+        out.push(Action::Save);
         out.push(self.end_record(i, status, code, reason, now));
         self.reported.push(i);
         if status.is_failure() && !self.nodes[i].optional {
             let p = self.nodes[i].parent;
             self.st[p].failed = true;
         }
-        out.push(Action::Save);
     }
 
     /// The `end` record of node `i`'s current attempt (a skipped node never ran: attempt 0, 0 ms).
@@ -679,12 +683,12 @@ impl Machine {
             match self.cursor {
                 Cursor::Finished => {
                     let status = self.workflow_status();
+                    out.push(Action::Save);
                     out.push(Action::Emit(Record::Done {
                         status,
                         ms: now.saturating_sub(self.st[0].started_ms),
                         last: self.last,
                     }));
-                    out.push(Action::Save);
                     out.push(Action::Exit(match (self.last, status) {
                         (false, _) | (true, Status::Passed) => 0,
                         (true, Status::Aborted) => EXIT_ABORTED,
@@ -746,8 +750,8 @@ impl Machine {
                     }
                     if phase == Phase::SkipPending {
                         // Skipped by an earlier container: report our part of it.
-                        self.skip_subtree(i, "skipped", out);
                         out.push(Action::Save);
+                        self.skip_subtree(i, "skipped", out);
                         self.cursor = self.after(i);
                         continue;
                     }
@@ -775,8 +779,8 @@ impl Machine {
                         }
                     };
                     if let Some(reason) = skip {
-                        self.skip_subtree(i, &reason, out);
                         out.push(Action::Save);
+                        self.skip_subtree(i, &reason, out);
                         self.cursor = self.after(i);
                         continue;
                     }
@@ -1225,7 +1229,7 @@ mod tests {
         assert_eq!(m.handle(Event::Deadline, 1601), []);
         let a = m.handle(Event::Exited { code: 143 }, 1610);
         assert_eq!(
-            a[0],
+            a[1],
             Action::Emit(Record::End {
                 step: "1".into(),
                 status: Status::Timeout,
@@ -1271,6 +1275,22 @@ mod tests {
         );
         assert_eq!(r.code, EXIT_ABORTED);
         assert!(r.state.aborted);
+    }
+
+    /// The state is saved before a step's end is printed: an init killed in between (writing to a
+    /// stalled stdout blocks) leaves the result in the state, not a printed `passed` that the
+    /// next init would report again as `aborted`, failing the workflow.
+    #[test]
+    fn a_result_is_saved_before_it_is_printed() {
+        let s = spec(r#"{"version":1,"steps":[{"command":["x"]},{"command":["y"]}]}"#);
+        let mut m = Machine::new(&s, 0, "/bin/sh", None).unwrap();
+        m.start(0);
+        let a = m.handle(Event::Exited { code: 0 }, 5);
+        let end = a
+            .iter()
+            .position(|x| matches!(x, Action::Emit(Record::End { step, .. }) if step == "1"));
+        let save = a.iter().position(|x| *x == Action::Save);
+        assert!(save < end && end.is_some(), "{a:?}");
     }
 
     #[test]
@@ -1366,7 +1386,9 @@ mod tests {
         assert_eq!(r1.log[0], "E:1=aborted#1");
         let mut m = Machine::new(&s, 1, "/bin/sh", Some(m.state())).unwrap();
         let a = m.start(50);
-        let Action::Emit(Record::End { reason, .. }) = &a[0] else {
+        let Some(Action::Emit(Record::End { reason, .. })) =
+            a.iter().find(|x| matches!(x, Action::Emit(_)))
+        else {
             panic!("{a:?}")
         };
         assert_eq!(
@@ -1419,7 +1441,9 @@ mod tests {
         assert_eq!(r1.log.join(" "), "E:g.2=skipped#0 D=failed");
         let mut m = Machine::new(&s, 2, "/bin/sh", Some(r1.state.clone())).unwrap();
         let a = m.start(0);
-        let Action::Emit(Record::End { reason, .. }) = &a[0] else {
+        let Some(Action::Emit(Record::End { reason, .. })) =
+            a.iter().find(|x| matches!(x, Action::Emit(_)))
+        else {
             panic!("{a:?}")
         };
         assert_eq!(
