@@ -659,17 +659,19 @@ impl Machine {
             grace_ms: n.grace_ms,
             deadline,
         };
+        // Saved (as running) before its start is printed and it is spawned: an init killed
+        // from here on leaves a step the next init reports aborted.
+        out.push(Action::Save);
         out.push(Action::Emit(Record::Start {
             step: n.id.clone(),
             name: n.name.clone(),
             attempt,
         }));
+        out.push(Action::Spawn(launch));
         let s = &mut self.st[i];
         s.phase = Phase::Running;
         s.attempt = attempt;
         s.started_ms = now;
-        out.push(Action::Save);
-        out.push(Action::Spawn(launch));
         self.running = Some(Running {
             node: i,
             own_deadline,
@@ -790,6 +792,7 @@ impl Machine {
                         return;
                     }
                     // A group: start it, with its deadline bounding all its children.
+                    out.push(Action::Save);
                     out.push(Action::Emit(Record::Start {
                         step: n.id.clone(),
                         name: n.name.clone(),
@@ -805,7 +808,6 @@ impl Machine {
                     s.started_ms = now;
                     s.attempt = 1;
                     s.deadline_ms = deadline;
-                    out.push(Action::Save);
                     self.cursor = next;
                 }
             }
@@ -1277,7 +1279,7 @@ mod tests {
         assert!(r.state.aborted);
     }
 
-    /// The state is saved before a step's end is printed: an init killed in between (writing to a
+    /// The state is saved before a step's start or end is printed: an init killed in between (writing to a
     /// stalled stdout blocks) leaves the result in the state, not a printed `passed` that the
     /// next init would report again as `aborted`, failing the workflow.
     #[test]
@@ -1291,6 +1293,12 @@ mod tests {
             .position(|x| matches!(x, Action::Emit(Record::End { step, .. }) if step == "1"));
         let save = a.iter().position(|x| *x == Action::Save);
         assert!(save < end && end.is_some(), "{a:?}");
+        // And step 2 is saved as running before its start is printed.
+        let start = a
+            .iter()
+            .position(|x| matches!(x, Action::Emit(Record::Start { .. })));
+        let save = a.iter().rposition(|x| *x == Action::Save);
+        assert!(save < start && end < save, "{a:?}");
     }
 
     #[test]
