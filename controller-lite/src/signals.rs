@@ -1,5 +1,11 @@
-//! Ctrl-C and SIGTERM: recorded, forwarded to the running child (local engine), and announced on
-//! a pipe so a thread can react (podman/kubernetes engines stop the pod).
+//! Ctrl-C, SIGTERM and SIGHUP: recorded, turned into a SIGTERM for the running child (the local
+//! engine's init, which then stops its step with SIGTERM, grace, SIGKILL, as a container gets on
+//! `podman stop` or a pod deletion), and announced on a pipe so a thread can react (the podman
+//! and kubernetes engines stop the pod).
+//!
+//! Always SIGTERM, whatever arrived: an init that receives SIGINT passes SIGINT on to the step,
+//! and the background processes of a non-interactive shell ignore SIGINT, so they would live out
+//! the whole grace period.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -15,7 +21,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
     let pid = CHILD.load(Ordering::SeqCst);
     if pid > 0 {
         // SAFETY: kill and write are async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
+        unsafe { libc::kill(pid, libc::SIGTERM) };
     }
     let fd = PIPE_W.load(Ordering::SeqCst);
     if fd >= 0 {

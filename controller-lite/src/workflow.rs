@@ -268,6 +268,9 @@ pub fn parse(file: &str, text: &str) -> R<Workflow> {
             format!("not valid YAML: {}", e.to_string().replace('\n', " ")),
         )
     })?;
+    if yaml.is_null() {
+        return Err(p.err("", "the file is empty (expected a TestWorkflow)"));
+    }
     let root = p.to_json(&yaml, "")?;
     let mut wf = p.workflow(&root)?;
     wf.warnings = std::mem::take(&mut p.warnings);
@@ -562,6 +565,11 @@ impl Parser {
             negative: self.opt_bool(m, path, "negative")?.unwrap_or(false),
             ..Default::default()
         };
+        for (key, value) in [("name", &st.name), ("shell", &st.shell)] {
+            if value.as_ref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(self.err(&join(path, key), "must not be empty"));
+            }
+        }
         if st
             .name
             .as_ref()
@@ -580,6 +588,9 @@ impl Parser {
             let run = self.container(r, &rpath, true)?;
             let rm = r.as_object().expect("checked by container()");
             if let Some(sh) = self.opt_string(rm, &rpath, "shell")? {
+                if sh.trim().is_empty() {
+                    return Err(self.err(&join(&rpath, "shell"), "must not be empty"));
+                }
                 if st.shell.is_some() {
                     return Err(self.err(
                         &join(&rpath, "shell"),
@@ -720,7 +731,14 @@ impl Parser {
             }
         }
         if let Some(v) = m.get("command") {
-            c.command = Some(self.string_list(v, &join(path, "command"))?);
+            let cmd = self.string_list(v, &join(path, "command"))?;
+            if cmd.is_empty() {
+                return Err(self.err(
+                    &join(path, "command"),
+                    "must not be empty (leave it out to use the image's ENTRYPOINT)",
+                ));
+            }
+            c.command = Some(cmd);
         }
         if let Some(v) = m.get("args") {
             c.args = Some(self.string_list(v, &join(path, "args"))?);
@@ -784,6 +802,7 @@ impl Parser {
                     }
                 }
             }
+            self.security_context_objects(sm, &sp)?;
             for key in [
                 "runAsNonRoot",
                 "allowPrivilegeEscalation",
@@ -828,6 +847,51 @@ impl Parser {
             }
         }
         Ok(c)
+    }
+}
+
+impl Parser {
+    /// The nested parts of a securityContext, checked so that a manifest never carries a value
+    /// of the wrong shape (and `--restricted` never silently replaces one).
+    fn security_context_objects(&mut self, sm: &Map<String, Value>, sp: &str) -> R<()> {
+        if let Some(v) = sm.get("capabilities") {
+            let cp = join(sp, "capabilities");
+            let cm = self.object(v, &cp, &["add", "drop"], &[])?;
+            for (k, list) in cm {
+                let ok = list
+                    .as_array()
+                    .is_some_and(|l| l.iter().all(Value::is_string));
+                if !ok {
+                    return Err(self.err(&join(&cp, k), "must be a list of strings"));
+                }
+            }
+        }
+        for key in ["seccompProfile", "appArmorProfile"] {
+            if let Some(v) = sm.get(key) {
+                let kp = join(sp, key);
+                let pm = self.object(v, &kp, &["type", "localhostProfile"], &[])?;
+                let ty = pm
+                    .get("type")
+                    .ok_or_else(|| self.err(&join(&kp, "type"), "missing"))?;
+                let ty = self.string(ty, &join(&kp, "type"))?;
+                if !["RuntimeDefault", "Localhost", "Unconfined"].contains(&ty.as_str()) {
+                    return Err(self.err(
+                        &join(&kp, "type"),
+                        format!("{ty:?} must be RuntimeDefault, Localhost or Unconfined"),
+                    ));
+                }
+                self.opt_string(pm, &kp, "localhostProfile")?;
+            }
+        }
+        if let Some(v) = sm.get("seLinuxOptions") {
+            let kp = join(sp, "seLinuxOptions");
+            let om = self.object(v, &kp, &["user", "role", "type", "level"], &[])?;
+            for k in ["user", "role", "type", "level"] {
+                self.opt_string(om, &kp, k)?;
+            }
+        }
+        self.opt_string(sm, sp, "procMount")?;
+        Ok(())
     }
 }
 

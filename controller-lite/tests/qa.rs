@@ -1,0 +1,163 @@
+//! Findings of a user's review of `stepctl`, each pinned by a test of the real binary: how Ctrl-C
+//! reaches a step on the local engine, and the one-line errors for inputs a user gets wrong.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn stepctl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_stepctl"))
+}
+
+/// Writes `yaml` to a fresh file named after the test.
+fn workflow(name: &str, yaml: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("stepctl-qa-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(&p, yaml).unwrap();
+    p
+}
+
+const HEAD: &str =
+    "apiVersion: testworkflows.testkube.io/v1\nkind: TestWorkflow\nmetadata: {name: qa}\n";
+
+/// Runs `stepctl run` on a workflow expected to be refused: exit 2, one line on stderr that
+/// names the file and `want`, nothing on stdout.
+fn refused(name: &str, spec: &str, want: &str) {
+    let p = workflow(name, &format!("{HEAD}{spec}"));
+    let o = stepctl().arg("run").arg(&p).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+    assert!(o.stdout.is_empty(), "{name}: ran anyway");
+    assert_eq!(err.lines().count(), 1, "{name}: one line: {err}");
+    let line = format!("stepctl: {}: {want}", p.display());
+    assert!(err.starts_with(&line), "{name}: want {line:?}\n got {err}");
+}
+
+#[test]
+fn an_empty_command_is_named_as_such_not_blamed_on_the_image() {
+    refused(
+        "empty-command",
+        "spec:\n  steps:\n  - run: {command: []}\n",
+        "spec.steps[0].run.command: must not be empty",
+    );
+}
+
+#[test]
+fn empty_names_and_scripts_are_refused() {
+    refused(
+        "empty-name",
+        "spec:\n  steps:\n  - {name: '', shell: 'true'}\n",
+        "spec.steps[0].name: must not be empty",
+    );
+    refused(
+        "empty-shell",
+        "spec:\n  steps:\n  - shell: ''\n",
+        "spec.steps[0].shell: must not be empty",
+    );
+    refused(
+        "empty-run-shell",
+        "spec:\n  steps:\n  - run: {shell: ' '}\n",
+        "spec.steps[0].run.shell: must not be empty",
+    );
+}
+
+#[test]
+fn security_context_subfields_are_type_checked() {
+    refused(
+        "caps-string",
+        "spec:\n  container:\n    securityContext: {capabilities: ALL}\n  steps: [{shell: 'true'}]\n",
+        "spec.container.securityContext.capabilities: must be a mapping, found a string",
+    );
+    refused(
+        "caps-drop",
+        "spec:\n  steps:\n  - run: {shell: 'true', securityContext: {capabilities: {drop: ALL}}}\n",
+        "spec.steps[0].run.securityContext.capabilities.drop: must be a list of strings",
+    );
+    refused(
+        "caps-unknown",
+        "spec:\n  container:\n    securityContext: {capabilities: {remove: [ALL]}}\n  steps: [{shell: 'true'}]\n",
+        "spec.container.securityContext.capabilities.remove: not supported by stepctl (supported: add, drop)",
+    );
+    refused(
+        "seccomp",
+        "spec:\n  container:\n    securityContext: {seccompProfile: RuntimeDefault}\n  steps: [{shell: 'true'}]\n",
+        "spec.container.securityContext.seccompProfile: must be a mapping, found a string",
+    );
+    refused(
+        "seccomp-type",
+        "spec:\n  container:\n    securityContext: {seccompProfile: {type: Default}}\n  steps: [{shell: 'true'}]\n",
+        "spec.container.securityContext.seccompProfile.type: \"Default\" must be RuntimeDefault, Localhost or Unconfined",
+    );
+    refused(
+        "proc-mount",
+        "spec:\n  container:\n    securityContext: {procMount: [x]}\n  steps: [{shell: 'true'}]\n",
+        "spec.container.securityContext.procMount: must be a string, found a list",
+    );
+}
+
+#[test]
+fn an_empty_file_says_so() {
+    let p = workflow("empty-file", "");
+    let o = stepctl().arg("run").arg(&p).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "stepctl: {}: the file is empty (expected a TestWorkflow)",
+            p.display()
+        )
+    );
+}
+
+/// Ctrl-C on the local engine: the init runs the stop sequence with SIGTERM, as a pod's
+/// container gets on `podman stop` or a deleted pod, so a step's TERM handler runs and its
+/// background processes (which a non-interactive shell starts with SIGINT ignored) stop at
+/// once instead of waiting out the 10 s grace for SIGKILL.
+#[test]
+fn ctrl_c_on_the_local_engine_stops_the_step_with_sigterm_at_once() {
+    let p = workflow(
+        "trap-term",
+        &format!(
+            "{HEAD}spec:\n  steps:\n  - name: waits\n    shell: |\n      trap 'echo got TERM; exit 143' TERM\n      sleep 30 &\n      echo sleeping\n      wait\n"
+        ),
+    );
+    let mut child = stepctl()
+        .args(["run", "--output", "json"])
+        .arg(&p)
+        .env("STEPCTL_NO_PROGRESS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.contains("sleeping\n") {
+        assert!(Instant::now() < deadline, "no `sleeping` line: {seen}");
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("stepctl ended early: {seen}");
+        }
+        seen.push_str(&line);
+    }
+    let t = Instant::now();
+    // SAFETY: a plain kill of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(130), "{seen}{rest}");
+    assert!(
+        rest.contains("got TERM\n"),
+        "the step's TERM trap ran: {rest}"
+    );
+    assert!(took < Duration::from_secs(5), "abort took {took:?}: {rest}");
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["status"], "aborted", "{doc}");
+    assert_eq!(doc["steps"][0]["status"], "aborted", "{doc}");
+    assert_eq!(doc["steps"][0]["exitCode"], 143, "{doc}");
+}
