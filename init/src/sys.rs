@@ -1,7 +1,7 @@
-//! Thin, allocation-free wrappers over the few system calls the init makes.
-//!
-//! Everything here returns `Result<_, Errno>`; nothing panics. The file descriptors the init opens
-//! are all close-on-exec, so no child ever inherits one by accident.
+//! Thin wrappers over the few system calls the init makes (signals, wait, pipes, reads and
+//! writes, the clock), each retrying EINTR where it can happen. Nothing here panics; failures are
+//! an [`Errno`] or a documented value. Every fd opened here is close-on-exec, so no child
+//! inherits one by accident.
 
 use std::ffi::CStr;
 use std::fmt;
@@ -52,20 +52,11 @@ pub fn now_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
-pub fn full_sigset() -> libc::sigset_t {
+fn full_sigset() -> libc::sigset_t {
     // SAFETY: sigfillset initialises the set it is given.
     unsafe {
         let mut s: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut s);
-        s
-    }
-}
-
-pub fn empty_sigset() -> libc::sigset_t {
-    // SAFETY: sigemptyset initialises the set it is given.
-    unsafe {
-        let mut s: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut s);
         s
     }
 }
