@@ -250,6 +250,11 @@ impl Registry {
         false
     }
 
+    /// The reference of `repository:tag` or `repository@digest` on this registry.
+    fn image(&self, path: &str) -> String {
+        format!("{}/{path}", self.addr)
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -470,6 +475,15 @@ fn assert_one_line_with(err: &ImageError, parts: &[&str]) {
     }
 }
 
+/// Like [`assert_one_line_with`], and the message also names the workflow fields that would
+/// make the lookup unnecessary ([`FIELDS`]).
+fn assert_one_line_with_fields(err: &ImageError, parts: &[&str]) {
+    let mut all = parts.to_vec();
+    all.extend_from_slice(FIELDS);
+    assert_one_line_with(err, &all);
+}
+
+/// The fields a lookup error tells the user to set instead.
 const FIELDS: &[&str] = &[
     "run.command",
     "run.args",
@@ -479,31 +493,33 @@ const FIELDS: &[&str] = &[
 
 // ---------------------------------------------------------------- tests: open registry
 
+/// The fixture's registry without authentication, and a client with no cache or credentials.
+fn open_registry() -> (&'static Fixture, Registry, RegistryClient) {
+    let f = fixture();
+    (
+        f,
+        Registry::start(&f.storage, Auth::None),
+        client(None, None),
+    )
+}
+
 #[test]
 fn oci_image_by_tag_gives_entrypoint_cmd_workdir_user_env() {
-    let f = fixture();
-    let reg = Registry::start(&f.storage, Auth::None);
-    let c = client(None, None);
+    let (f, reg, c) = open_registry();
     let got = c
-        .config(
-            &format!("{}/team/app:amd64", reg.addr),
-            &platform("linux/amd64"),
-        )
+        .config(&reg.image("team/app:amd64"), &platform("linux/amd64"))
         .unwrap();
     assert_eq!(got, amd64_expected(&f.amd64));
     // Same result by digest, and the arm64 image has its own values.
     let by_digest = c
         .config(
-            &format!("{}/team/app@{}", reg.addr, f.amd64),
+            &reg.image(&format!("team/app@{}", f.amd64)),
             &platform("linux/amd64"),
         )
         .unwrap();
     assert_eq!(by_digest, amd64_expected(&f.amd64));
     let arm = c
-        .config(
-            &format!("{}/team/app:arm64", reg.addr),
-            &platform("linux/arm64"),
-        )
+        .config(&reg.image("team/app:arm64"), &platform("linux/arm64"))
         .unwrap();
     assert_eq!(arm.cmd, ["echo arm64"]);
     assert_eq!(arm.working_dir.as_deref(), Some("/srv/arm"));
@@ -519,14 +535,9 @@ fn oci_image_by_tag_gives_entrypoint_cmd_workdir_user_env() {
 
 #[test]
 fn docker_v2_manifest_of_an_image_without_entrypoint_or_cmd() {
-    let f = fixture();
-    let reg = Registry::start(&f.storage, Auth::None);
-    let c = client(None, None);
+    let (f, reg, c) = open_registry();
     let got = c
-        .config(
-            &format!("{}/team/plain:v1", reg.addr),
-            &platform("linux/amd64"),
-        )
+        .config(&reg.image("team/plain:v1"), &platform("linux/amd64"))
         .unwrap();
     assert!(got.entrypoint.is_empty(), "{got:?}");
     assert!(got.cmd.is_empty(), "{got:?}");
@@ -537,11 +548,9 @@ fn docker_v2_manifest_of_an_image_without_entrypoint_or_cmd() {
 
 #[test]
 fn multi_arch_index_and_manifest_list_select_the_platform() {
-    let f = fixture();
-    let reg = Registry::start(&f.storage, Auth::None);
-    let c = client(None, None);
+    let (f, reg, c) = open_registry();
     for (tag, top) in [("multi", &f.multi), ("multi-docker", &f.multi_docker)] {
-        let image = format!("{}/team/app:{tag}", reg.addr);
+        let image = reg.image(&format!("team/app:{tag}"));
         let amd = c.config(&image, &platform("linux/amd64")).unwrap();
         assert_eq!(amd.cmd, ["echo amd64"], "{tag}");
         assert_eq!(amd.user.as_deref(), Some("1234:2345"), "{tag}");
@@ -570,7 +579,7 @@ fn multi_arch_index_and_manifest_list_select_the_platform() {
         );
     }
     // Pinned to the index digest, platform still selects.
-    let pinned = format!("{}/team/app@{}", reg.addr, f.multi);
+    let pinned = reg.image(&format!("team/app@{}", f.multi));
     assert_eq!(
         c.config(&pinned, &platform("linux/arm64")).unwrap().cmd,
         ["echo arm64"]
@@ -579,13 +588,8 @@ fn multi_arch_index_and_manifest_list_select_the_platform() {
 
 #[test]
 fn unknown_tag_and_repository_are_not_found() {
-    let f = fixture();
-    let reg = Registry::start(&f.storage, Auth::None);
-    let c = client(None, None);
-    for image in [
-        format!("{}/team/app:nope", reg.addr),
-        format!("{}/team/nothing:v1", reg.addr),
-    ] {
+    let (_, reg, c) = open_registry();
+    for image in [reg.image("team/app:nope"), reg.image("team/nothing:v1")] {
         let err = c.config(&image, &platform("linux/amd64")).unwrap_err();
         assert!(matches!(err, ImageError::NotFound { .. }), "{err}");
         assert_one_line_with(&err, &[&image, "not found", "404"]);
@@ -659,9 +663,10 @@ fn digest_pinned_lookup_is_served_from_cache_with_the_registry_stopped() {
         .config(&tagged, &platform("linux/amd64"))
         .unwrap_err();
     assert!(matches!(err, ImageError::Unreachable { .. }), "{err}");
-    let mut parts = vec![tagged.as_str(), "cannot reach registry", addr.as_str()];
-    parts.extend_from_slice(FIELDS);
-    assert_one_line_with(&err, &parts);
+    assert_one_line_with_fields(
+        &err,
+        &[tagged.as_str(), "cannot reach registry", addr.as_str()],
+    );
 }
 
 // ---------------------------------------------------------------- tests: errors
@@ -673,13 +678,14 @@ fn unreachable_registry_names_the_image_and_the_fields_to_set() {
     let image = format!("127.0.0.1:{}/team/app:v1", closed.port);
     let err = c.config(&image, &platform("linux/amd64")).unwrap_err();
     assert!(matches!(err, ImageError::Unreachable { .. }), "{err}");
-    let mut parts = vec![
-        image.as_str(),
-        "cannot reach registry",
-        "connection refused",
-    ];
-    parts.extend_from_slice(FIELDS);
-    assert_one_line_with(&err, &parts);
+    assert_one_line_with_fields(
+        &err,
+        &[
+            image.as_str(),
+            "cannot reach registry",
+            "connection refused",
+        ],
+    );
 }
 
 #[test]
@@ -731,7 +737,7 @@ fn content_that_does_not_match_its_digest_is_rejected() {
 
     let reg = Registry::start(&storage, Auth::None);
     let c = client(None, None);
-    let image = format!("{}/team/plain:v1", reg.addr);
+    let image = reg.image("team/plain:v1");
     let err = c.config(&image, &platform("linux/amd64")).unwrap_err();
     assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
     assert_one_line_with(
@@ -743,7 +749,7 @@ fn content_that_does_not_match_its_digest_is_rejected() {
         ],
     );
 
-    let image = format!("{}/team/app:arm64", reg.addr);
+    let image = reg.image("team/app:arm64");
     let err = c.config(&image, &platform("linux/arm64")).unwrap_err();
     assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
     assert_one_line_with(
@@ -751,7 +757,7 @@ fn content_that_does_not_match_its_digest_is_rejected() {
         &[&image, "manifest", "does not match its digest", &f.arm64],
     );
     // Reached through the index, the same manifest is rejected as well.
-    let image = format!("{}/team/app:multi", reg.addr);
+    let image = reg.image("team/app:multi");
     let err = c.config(&image, &platform("linux/arm64")).unwrap_err();
     assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
     // The untouched amd64 side still works.
@@ -774,15 +780,20 @@ fn auth_file(dir: &Path, registry: &str, user: &str, password: &str) -> PathBuf 
     p
 }
 
+/// DIR/htpasswd granting [`USER`] with [`PASSWORD`] (bcrypt, as docker-registry wants).
+fn htpasswd_file(dir: &Path) -> PathBuf {
+    let p = dir.join("htpasswd");
+    let hash = bcrypt::hash(PASSWORD, 4).unwrap();
+    std::fs::write(&p, format!("{USER}:{hash}\n")).unwrap();
+    p
+}
+
 #[test]
 fn basic_auth_with_htpasswd() {
     let f = fixture();
     let dir = tmpdir("basic");
-    let htpasswd = dir.join("htpasswd");
-    let hash = bcrypt::hash(PASSWORD, 4).unwrap();
-    std::fs::write(&htpasswd, format!("{USER}:{hash}\n")).unwrap();
-    let reg = Registry::start(&f.storage, Auth::Htpasswd(htpasswd));
-    let image = format!("{}/team/app:amd64", reg.addr);
+    let reg = Registry::start(&f.storage, Auth::Htpasswd(htpasswd_file(&dir)));
+    let image = reg.image("team/app:amd64");
 
     let anonymous = client(None, None);
     let err = anonymous
@@ -817,10 +828,7 @@ fn basic_auth_with_htpasswd() {
     );
     // Multi-arch through basic auth, reusing the accepted credentials.
     let multi = c
-        .config(
-            &format!("{}/team/app:multi", reg.addr),
-            &platform("linux/arm64"),
-        )
+        .config(&reg.image("team/app:multi"), &platform("linux/arm64"))
         .unwrap();
     assert_eq!(multi.cmd, ["echo arm64"]);
 }
@@ -1055,7 +1063,7 @@ fn bearer_token_flow_with_credentials() {
     let dir = tmpdir("bearer");
     let (signer, cert) = make_signer(&dir, "token");
     let (server, reg) = token_registry(f, signer, &cert, true);
-    let image = format!("{}/team/app:multi", reg.addr);
+    let image = reg.image("team/app:multi");
 
     // No credentials: the token service refuses an anonymous token.
     let err = client(None, None)
@@ -1101,10 +1109,7 @@ fn bearer_token_flow_anonymous() {
     let (server, reg) = token_registry(f, signer, &cert, false);
     let c = client(None, None);
     let got = c
-        .config(
-            &format!("{}/team/app:amd64", reg.addr),
-            &platform("linux/amd64"),
-        )
+        .config(&reg.image("team/app:amd64"), &platform("linux/amd64"))
         .unwrap();
     assert_eq!(got, amd64_expected(&f.amd64));
     let seen = server.seen.lock().unwrap().clone();
@@ -1119,14 +1124,15 @@ fn bearer_token_signed_by_an_untrusted_key_is_refused_by_the_registry() {
     let (_trusted_signer, trusted_cert) = make_signer(&dir, "trusted");
     let (rogue, _) = make_signer(&dir, "rogue");
     let (_server, reg) = token_registry(f, rogue, &trusted_cert, false);
-    let image = format!("{}/team/app:amd64", reg.addr);
+    let image = reg.image("team/app:amd64");
     let err = client(None, None)
         .config(&image, &platform("linux/amd64"))
         .unwrap_err();
     assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
-    let mut parts = vec![image.as_str(), "401 Unauthorized with an anonymous token"];
-    parts.extend_from_slice(FIELDS);
-    assert_one_line_with(&err, &parts);
+    assert_one_line_with_fields(
+        &err,
+        &[image.as_str(), "401 Unauthorized with an anonymous token"],
+    );
 }
 
 // ---------------------------------------------------------------- tests: TLS
@@ -1187,7 +1193,7 @@ fn https_registry_with_a_private_ca() {
     let dir = tmpdir("tls");
     let (ca, cert, key) = make_tls(&dir);
     let reg = Registry::start_tls(&f.storage, Auth::None, Some((&cert, &key)));
-    let image = format!("{}/team/app:multi", reg.addr);
+    let image = reg.image("team/app:multi");
 
     // The registry speaks only HTTPS: success means TLS verified against the given CA.
     let c = RegistryClient::new(RegistryOptions {
@@ -1206,14 +1212,15 @@ fn https_registry_with_a_private_ca() {
         .config(&image, &platform("linux/amd64"))
         .unwrap_err();
     assert!(matches!(err, ImageError::Unreachable { .. }), "{err}");
-    let mut parts = vec![
-        image.as_str(),
-        "cannot reach registry",
-        "TLS",
-        "certificate",
-    ];
-    parts.extend_from_slice(FIELDS);
-    assert_one_line_with(&err, &parts);
+    assert_one_line_with_fields(
+        &err,
+        &[
+            image.as_str(),
+            "cannot reach registry",
+            "TLS",
+            "certificate",
+        ],
+    );
     assert_eq!(untrusting.network_requests(), 1, "no plain HTTP retry");
     std::thread::sleep(Duration::from_millis(100));
     let log = reg.log();
@@ -1253,13 +1260,14 @@ fn podman_inspect_reads_the_local_image() {
     let missing = format!("localhost/stepctl-registry-test-{}-missing:dev", unique());
     let err = inspect_podman(&missing).unwrap_err();
     assert!(matches!(err, ImageError::NotLocal { .. }), "{err}");
-    let mut parts = vec![
-        missing.as_str(),
-        "not in podman's local storage",
-        "podman pull",
-    ];
-    parts.extend_from_slice(FIELDS);
-    assert_one_line_with(&err, &parts);
+    assert_one_line_with_fields(
+        &err,
+        &[
+            missing.as_str(),
+            "not in podman's local storage",
+            "podman pull",
+        ],
+    );
 
     let err = inspect_podman("--help").unwrap_err();
     assert!(matches!(err, ImageError::InvalidReference { .. }), "{err}");
@@ -1269,7 +1277,7 @@ fn podman_inspect_reads_the_local_image() {
 fn podman_pull_then_inspect() {
     let f = fixture();
     let reg = Registry::start(&f.storage, Auth::None);
-    let image = format!("{}/team/app:amd64", reg.addr);
+    let image = reg.image("team/app:amd64");
     let _guard = LocalImages(vec![image.clone()]);
     let err = inspect_podman(&image).unwrap_err();
     assert!(matches!(err, ImageError::NotLocal { .. }), "{err}");
@@ -1283,20 +1291,43 @@ fn podman_pull_then_inspect() {
     let missing = format!("127.0.0.1:{}/team/app:v1", closed.port);
     let err = pull_and_inspect_podman(&missing).unwrap_err();
     assert!(matches!(err, ImageError::Podman { .. }), "{err}");
-    let mut parts = vec![missing.as_str(), "podman pull failed", "connection refused"];
-    parts.extend_from_slice(FIELDS);
-    assert_one_line_with(&err, &parts);
+    assert_one_line_with_fields(
+        &err,
+        &[missing.as_str(), "podman pull failed", "connection refused"],
+    );
 }
 
 // ---------------------------------------------------------------- tests: through the CLI
 
-fn stepctl_build(workflow: &Path, cache: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_stepctl"))
-        .args(["build", "--images", "registry"])
+/// Writes DIR/wf.yaml: a workflow of one step that runs `image` with no command (so stepctl
+/// must look the image up); returns its path.
+fn image_workflow(dir: &Path, image: &str) -> PathBuf {
+    let p = dir.join("wf.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "apiVersion: testworkflows.testkube.io/v1\nkind: TestWorkflow\nmetadata:\n  name: image-meta\nspec:\n  steps:\n  - name: from-image\n    run:\n      image: {image}\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// `stepctl build --images registry WORKFLOW` caching in `cache`; callers add the env of the
+/// case (credentials, CA files).
+fn stepctl_build_cmd(workflow: &Path, cache: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stepctl"));
+    c.args(["build", "--images", "registry"])
         .arg(workflow)
         .env("STEPCTL_IMAGE_CACHE", cache)
+        .stdin(Stdio::null());
+    c
+}
+
+/// `stepctl build` with an auth file that does not exist (no credentials).
+fn stepctl_build(workflow: &Path, cache: &Path) -> std::process::Output {
+    stepctl_build_cmd(workflow, cache)
         .env("STEPCTL_REGISTRY_AUTH_FILE", cache.join("no-auth.json"))
-        .stdin(Stdio::null())
         .output()
         .expect("run stepctl")
 }
@@ -1306,17 +1337,7 @@ fn stepctl_build_takes_command_and_user_from_the_registry() {
     let f = fixture();
     let dir = tmpdir("cli");
     let reg = Registry::start(&f.storage, Auth::None);
-    let workflow = dir.join("wf.yaml");
-    let write = |image: &str| {
-        std::fs::write(
-            &workflow,
-            format!(
-                "apiVersion: testworkflows.testkube.io/v1\nkind: TestWorkflow\nmetadata:\n  name: image-meta\nspec:\n  steps:\n  - name: from-image\n    run:\n      image: {image}\n"
-            ),
-        )
-        .unwrap()
-    };
-    write(&format!("{}/team/app:multi", reg.addr));
+    let workflow = image_workflow(&dir, &reg.image("team/app:multi"));
     let out = stepctl_build(&workflow, &dir.join("cache"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -1337,7 +1358,7 @@ fn stepctl_build_takes_command_and_user_from_the_registry() {
     assert!(stdout.contains(host_user), "{stdout}");
 
     let closed = ClosedPort::new();
-    write(&format!("127.0.0.1:{}/team/app:multi", closed.port));
+    image_workflow(&dir, &format!("127.0.0.1:{}/team/app:multi", closed.port));
     let out = stepctl_build(&workflow, &dir.join("cache"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
@@ -1355,31 +1376,13 @@ fn stepctl_build_takes_command_and_user_from_the_registry() {
 fn stepctl_build_reads_credentials_and_caches_per_environment() {
     let f = fixture();
     let dir = tmpdir("cli-auth");
-    let htpasswd = dir.join("htpasswd");
-    std::fs::write(
-        &htpasswd,
-        format!("{USER}:{}\n", bcrypt::hash(PASSWORD, 4).unwrap()),
-    )
-    .unwrap();
-    let reg = Registry::start(&f.storage, Auth::Htpasswd(htpasswd));
-    let workflow = dir.join("wf.yaml");
-    std::fs::write(
-        &workflow,
-        format!(
-            "apiVersion: testworkflows.testkube.io/v1\nkind: TestWorkflow\nmetadata:\n  name: image-meta\nspec:\n  steps:\n  - name: from-image\n    run:\n      image: {}/team/app@{}\n",
-            reg.addr, f.amd64
-        ),
-    )
-    .unwrap();
+    let reg = Registry::start(&f.storage, Auth::Htpasswd(htpasswd_file(&dir)));
+    let workflow = image_workflow(&dir, &reg.image(&format!("team/app@{}", f.amd64)));
     let cache = dir.join("cache");
     let build = |auth: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_stepctl"))
-            .args(["build", "--images", "registry"])
-            .arg(&workflow)
-            .env("STEPCTL_IMAGE_CACHE", &cache)
+        stepctl_build_cmd(&workflow, &cache)
             .env("REGISTRY_AUTH_FILE", auth)
             .env_remove("STEPCTL_REGISTRY_AUTH_FILE")
-            .stdin(Stdio::null())
             .output()
             .expect("run stepctl")
     };
@@ -1428,23 +1431,11 @@ fn stepctl_build_trusts_ca_files_from_the_environment() {
     let dir = tmpdir("cli-tls");
     let (ca, cert, key) = make_tls(&dir);
     let reg = Registry::start_tls(&f.storage, Auth::None, Some((&cert, &key)));
-    let workflow = dir.join("wf.yaml");
-    std::fs::write(
-        &workflow,
-        format!(
-            "apiVersion: testworkflows.testkube.io/v1\nkind: TestWorkflow\nmetadata:\n  name: image-meta\nspec:\n  steps:\n  - name: from-image\n    run:\n      image: {}/team/app:amd64\n",
-            reg.addr
-        ),
-    )
-    .unwrap();
+    let workflow = image_workflow(&dir, &reg.image("team/app:amd64"));
     let build = |ca_files: Option<&Path>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stepctl"));
-        cmd.args(["build", "--images", "registry"])
-            .arg(&workflow)
-            .env("STEPCTL_IMAGE_CACHE", dir.join("cache"))
-            .env("STEPCTL_REGISTRY_AUTH_FILE", dir.join("none.json"))
-            .env_remove("STEPCTL_REGISTRY_CA_FILES")
-            .stdin(Stdio::null());
+        let mut cmd = stepctl_build_cmd(&workflow, &dir.join("cache"));
+        cmd.env("STEPCTL_REGISTRY_AUTH_FILE", dir.join("none.json"))
+            .env_remove("STEPCTL_REGISTRY_CA_FILES");
         if let Some(p) = ca_files {
             // `:`-separated, the trusted CA always last.
             let list = std::env::join_paths([p.to_path_buf(), ca.clone()]).unwrap();
