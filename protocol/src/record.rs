@@ -100,7 +100,7 @@ impl Record {
                 if let Some(n) = name {
                     str_field(out, "name", n, MAX_TEXT_JSON);
                 }
-                num_field(out, "attempt", (*attempt).into());
+                num_field(out, "attempt", false, (*attempt).into());
             }
             Record::End {
                 step,
@@ -114,10 +114,10 @@ impl Record {
                 str_field(out, "step", step, usize::MAX);
                 str_field(out, "status", status.as_str(), usize::MAX);
                 if let Some(c) = code {
-                    num_field(out, "code", (*c).into());
+                    num_field(out, "code", *c < 0, c.unsigned_abs().into());
                 }
-                num_field(out, "ms", (*ms).into());
-                num_field(out, "attempt", (*attempt).into());
+                num_field(out, "ms", false, *ms);
+                num_field(out, "attempt", false, (*attempt).into());
                 if let Some(r) = reason {
                     str_field(out, "reason", r, MAX_TEXT_JSON);
                 }
@@ -125,7 +125,7 @@ impl Record {
             Record::Done { status, ms, last } => {
                 out.extend_from_slice(b"\"done\"");
                 str_field(out, "status", status.as_str(), usize::MAX);
-                num_field(out, "ms", (*ms).into());
+                num_field(out, "ms", false, *ms);
                 out.extend_from_slice(if *last {
                     b",\"last\":true"
                 } else {
@@ -202,14 +202,15 @@ fn str_field(out: &mut Vec<u8>, key: &str, value: &str, limit: usize) {
     json_string(out, value, limit);
 }
 
-fn num_field(out: &mut Vec<u8>, key: &str, value: i128) {
+/// A number field: `-` when `negative`, then `magnitude` (u64 durations and i32 codes both fit
+/// without 128-bit arithmetic, which would cost the init's binary a division routine).
+fn num_field(out: &mut Vec<u8>, key: &str, negative: bool, magnitude: u64) {
     out.extend_from_slice(b",\"");
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(b"\":");
-    // u64 and i32 both fit: 20 digits and a sign at most.
-    let mut buf = [0u8; 40];
+    let mut buf = [0u8; 20];
     let mut i = buf.len();
-    let mut v = value.unsigned_abs();
+    let mut v = magnitude;
     loop {
         i -= 1;
         buf[i] = b'0' + (v % 10) as u8;
@@ -218,7 +219,7 @@ fn num_field(out: &mut Vec<u8>, key: &str, value: i128) {
             break;
         }
     }
-    if value < 0 {
+    if negative {
         out.push(b'-');
     }
     out.extend_from_slice(&buf[i..]);
