@@ -164,7 +164,7 @@ printf '\036\n'; printf 'x\036'; printf '\n'; printf '\036\036'; printf '\036'"#
         ]}),
         &m,
     );
-    assert_eq!(r.code, 1, "stderr: {}", r.raw.stderr_str());
+    r.assert_code(1);
     r.assert_well_formed();
     assert_eq!(
         briefs(&r.stdout.records),
@@ -194,7 +194,7 @@ fn report_mode_frames_random_output_too() {
     let mut c = init_cmd(["--report", "--", "sh", "-c", "cat o; cat e >&2"], &m);
     c.current_dir(d.path());
     let out = Running::spawn(&mut c).finish(LIMIT);
-    assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
+    out.assert_code(0);
     let so = decode(&out.stdout);
     let se = decode(&out.stderr);
     assert!(

@@ -10,12 +10,26 @@ use std::os::unix::process::CommandExt;
 
 const NOBODY: u32 = 65534;
 
+/// Makes `c` start as uid and gid [`NOBODY`] with no supplementary groups.
+fn drop_to_nobody(c: &mut std::process::Command) {
+    unsafe {
+        c.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(NOBODY) != 0
+                || libc::setuid(NOBODY) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The init runs as an unprivileged uid, and so does its step: same uid, so only the init's
 /// non-dumpable flag keeps the step out of /proc/<init>/fd.
 #[test]
 fn a_step_as_the_same_uid_cannot_reach_the_inits_stdout() {
-    let d = TempDir::new_shared("nodump");
-    let m = Marker::new("nodump");
+    let f = Fixture::new_shared("nodump");
     let spec = json!({"version": 1, "steps": [
         {"shell": r#"echo $PPID > "$D/ppid"
 stat -c %u /proc/$PPID/status > "$D/owner"
@@ -28,21 +42,8 @@ fi
 if ls /proc/$PPID/fd >/dev/null 2>&1; then echo listed > "$D/ls"; else echo denied > "$D/ls"; fi"#},
         {"shell": "exit 1"},
     ]});
-    let path = d.join("spec.json");
-    std::fs::write(&path, serde_json::to_vec(&spec).unwrap()).unwrap();
-    let mut c = init_cmd([std::ffi::OsStr::new("run"), path.as_os_str()], &m);
-    c.env("D", d.s()).current_dir(d.path());
-    unsafe {
-        c.pre_exec(|| {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(NOBODY) != 0
-                || libc::setuid(NOBODY) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let mut c = f.spec_cmd(&spec, &[]);
+    drop_to_nobody(&mut c);
     let r = Running::spawn(&mut c);
     let init_pid = r.pid();
     let raw = r.finish(LIMIT);
@@ -61,7 +62,7 @@ if ls /proc/$PPID/fd >/dev/null 2>&1; then echo listed > "$D/ls"; else echo deni
         raw.stderr_str()
     );
     assert_eq!(raw.code, 1);
-    let line = |f: &str| read_lines(&d.join(f)).join("");
+    let line = |file: &str| read_lines(&f.dir.join(file)).join("");
     assert_eq!(line("uid"), NOBODY.to_string(), "the step runs as nobody");
     assert_eq!(
         line("ppid"),
@@ -81,26 +82,11 @@ if ls /proc/$PPID/fd >/dev/null 2>&1; then echo listed > "$D/ls"; else echo deni
 /// it made itself non-dumpable (in wrap mode as well).
 #[test]
 fn the_init_is_non_dumpable_in_wrap_mode() {
-    let d = TempDir::new_shared("nodump-wrap");
-    let m = Marker::new("nodump-wrap");
-    let mut c = init_cmd(
-        ["--", "sh", "-c", r#"touch "$D/ready"; exec sleep 1000"#],
-        &m,
-    );
-    c.env("D", d.s());
-    unsafe {
-        c.pre_exec(|| {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(NOBODY) != 0
-                || libc::setuid(NOBODY) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let f = Fixture::new_shared("nodump-wrap");
+    let mut c = f.init_cmd(["--", "sh", "-c", r#"touch "$D/ready"; exec sleep 1000"#]);
+    drop_to_nobody(&mut c);
     let r = Running::spawn(&mut c);
-    await_file(&d.join("ready"), "child start");
+    f.await_ready();
     let meta = std::fs::metadata(format!("/proc/{}/status", r.pid())).unwrap();
     let uid_line = std::fs::read_to_string(format!("/proc/{}/status", r.pid()))
         .unwrap()
@@ -116,38 +102,27 @@ fn the_init_is_non_dumpable_in_wrap_mode() {
         0,
         "/proc/<init>/status owner: the init is dumpable"
     );
-    assert_eq!(
-        out.code,
-        128 + libc::SIGTERM,
-        "stderr: {}",
-        out.stderr_str()
-    );
+    out.assert_code(128 + libc::SIGTERM);
 }
 
 #[test]
 fn steps_get_only_fds_0_1_2_and_not_the_inits_stdout() {
-    let d = TempDir::new("fds");
-    let m = Marker::new("fds");
-    let r = run_spec_env(
-        &d,
-        &json!({"version": 1, "steps": [
+    let f = Fixture::new("fds");
+    let r = f.run_steps(json!([
             {"shell": r#"ls /proc/$$/fd
 readlink /proc/$$/fd/1 > "$D/step1"; readlink /proc/$$/fd/2 > "$D/step2"
 readlink /proc/$PPID/fd/1 > "$D/init1"; readlink /proc/$PPID/fd/2 > "$D/init2""#},
             {"command": ["ls", "/proc/self/fd"]},
-        ]}),
-        &[("D", d.s())],
-        &m,
-    );
-    assert_eq!(r.code, 0, "stderr: {}", r.raw.stderr_str());
+    ]));
+    r.assert_code(0);
     // The first step lists its shell's fds (no pipeline: the shell would hold the pipe's fds),
     // the second its own: 0 1 2, plus the one `ls` opened for the directory.
     assert_eq!(
-        String::from_utf8_lossy(&r.stdout.out),
+        r.out_str(),
         "0\n1\n2\n0\n1\n2\n3\n",
         "open fds of the steps"
     );
-    let l = |f: &str| read_lines(&d.join(f)).join("");
+    let l = |file: &str| read_lines(&f.dir.join(file)).join("");
     assert_ne!(l("step1"), "", "readlink");
     assert_ne!(
         l("step1"),

@@ -15,7 +15,7 @@ fn child_exit_code_passes_through() {
     let m = Marker::new("codes");
     for code in [0, 1, 42, 255] {
         let out = run(["--", "sh", "-c", &format!("exit {code}")], &m);
-        assert_eq!(out.code, code, "stderr: {}", out.stderr_str());
+        out.assert_code(code);
     }
     let out = run(["--", "/bin/true"], &m);
     assert_eq!(out.code, 0);
@@ -53,14 +53,14 @@ fn child_killed_by_signal_gives_128_plus_n() {
 fn missing_command_is_127() {
     let m = Marker::new("missing");
     let out = run(["--", "stepinit-no-such-program-xyz"], &m);
-    assert_eq!(out.code, 127, "stderr: {}", out.stderr_str());
+    out.assert_code(127);
     assert!(
         out.stderr_str().contains("stepinit-no-such-program-xyz"),
         "stderr should name the program: {:?}",
         out.stderr_str()
     );
     let out = run(["--", "/nonexistent/dir/prog"], &m);
-    assert_eq!(out.code, 127, "stderr: {}", out.stderr_str());
+    out.assert_code(127);
 }
 
 #[test]
@@ -71,68 +71,71 @@ fn non_executable_command_is_126() {
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
     let m = Marker::new("noexec");
     let out = run([std::ffi::OsStr::new("--"), f.as_os_str()], &m);
-    assert_eq!(out.code, 126, "stderr: {}", out.stderr_str());
+    out.assert_code(126);
     // A directory is not executable either.
     let out = run([std::ffi::OsStr::new("--"), d.path().as_os_str()], &m);
-    assert_eq!(out.code, 126, "stderr: {}", out.stderr_str());
+    out.assert_code(126);
 }
 
 #[test]
 fn timeout_gives_124_and_stops_the_child() {
     let m = Marker::new("timeout");
-    let out = run(["--timeout", "300ms", "--", "sleep", "1000"], &m);
-    assert_eq!(out.code, 124, "stderr: {}", out.stderr_str());
-    assert!(
-        out.elapsed >= Duration::from_millis(250),
-        "{:?}",
-        out.elapsed
-    );
-    assert!(out.elapsed < Duration::from_secs(20), "{:?}", out.elapsed);
-    assert!(m.pids().is_empty(), "survivors: {}", m.describe());
-
-    // Still 124 when the child ignores TERM and is only killed after the grace period.
-    let out = run(
-        [
-            "--timeout",
-            "1",
-            "--grace",
-            "500ms",
-            "--",
-            "sh",
-            "-c",
-            "trap '' TERM; sleep 1000",
-        ],
-        &m,
-    );
-    assert_eq!(out.code, 124, "stderr: {}", out.stderr_str());
-    assert!(
-        out.elapsed >= Duration::from_millis(1400),
-        "{:?}",
-        out.elapsed
-    );
-    assert!(out.elapsed < Duration::from_secs(30), "{:?}", out.elapsed);
-    assert!(m.pids().is_empty(), "survivors: {}", m.describe());
-
-    // Still 124 when the child handles TERM by exiting 0.
-    let out = run(
-        [
-            "--timeout",
-            "300ms",
-            "--",
-            "sh",
-            "-c",
-            "trap 'exit 0' TERM; while :; do sleep 0.05; done",
-        ],
-        &m,
-    );
-    assert_eq!(out.code, 124, "stderr: {}", out.stderr_str());
+    // (what, init args, least and most the run may take)
+    let cases: [(&str, &[&str], Duration, Duration); 3] = [
+        (
+            "a child that obeys TERM",
+            &["--timeout", "300ms", "--", "sleep", "1000"],
+            Duration::from_millis(250),
+            Duration::from_secs(20),
+        ),
+        (
+            // Still 124 when only killed after the grace period.
+            "a child that ignores TERM",
+            &[
+                "--timeout",
+                "1",
+                "--grace",
+                "500ms",
+                "--",
+                "sh",
+                "-c",
+                "trap '' TERM; sleep 1000",
+            ],
+            Duration::from_millis(1400),
+            Duration::from_secs(30),
+        ),
+        (
+            // Still 124 when the child handles TERM by exiting 0.
+            "a child that exits 0 on TERM",
+            &[
+                "--timeout",
+                "300ms",
+                "--",
+                "sh",
+                "-c",
+                "trap 'exit 0' TERM; while :; do sleep 0.05; done",
+            ],
+            Duration::from_millis(250),
+            Duration::from_secs(20),
+        ),
+    ];
+    for (what, args, least, most) in cases {
+        let out = run(args, &m);
+        assert_eq!(out.code, 124, "{what}: stderr: {}", out.stderr_str());
+        assert!(
+            (least..most).contains(&out.elapsed),
+            "{what}: took {:?}, expected {least:?} to {most:?}",
+            out.elapsed
+        );
+        assert!(m.pids().is_empty(), "{what}: survivors: {}", m.describe());
+    }
 }
 
 #[test]
 fn a_child_finishing_before_the_timeout_keeps_its_code() {
     let m = Marker::new("beforetimeout");
     let out = run(["--timeout", "2m", "--", "sh", "-c", "exit 3"], &m);
-    assert_eq!(out.code, 3, "stderr: {}", out.stderr_str());
+    out.assert_code(3);
     assert!(out.elapsed < Duration::from_secs(20));
 }
 
@@ -189,7 +192,7 @@ fn without_report_stdout_and_stderr_are_the_childs_exact_bytes() {
         ],
         &m,
     );
-    assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
+    out.assert_code(0);
     assert_eq!(
         out.stdout,
         b"a\x1eb\x00c\xff\n\x1e{\"v\":1,\"t\":\"done\",\"status\":\"passed\",\"ms\":1,\"last\":true}\nend"
@@ -224,7 +227,7 @@ fn stdin_cwd_and_env_pass_through() {
         .write_all(b"hello from stdin\n")
         .unwrap();
     let out = r.finish(LIMIT);
-    assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
+    out.assert_code(0);
     assert_eq!(
         out.stdout_str(),
         format!("hello from stdin|{}|bar baz", d.s())
@@ -316,7 +319,7 @@ fn child_gets_empty_signal_mask_and_default_dispositions() {
         let mut c = init_cmd(args, &m);
         dirty(&mut c);
         let out = Running::spawn(&mut c).finish(LIMIT);
-        assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
+        out.assert_code(0);
         let text = String::from_utf8_lossy(&decode(&out.stdout).out).into_owned();
         let (blk, ign) = fields(&text);
         assert_eq!(blk, "0000000000000000", "{args:?}: child's SigBlk");
@@ -337,7 +340,7 @@ fn child_gets_no_extra_fds() {
         // the shell would hold the pipe's fds while `ls` runs; `; true` keeps `ls` a child.
         args.extend(["--", "sh", "-c", "ls /proc/$$/fd; true"]);
         let out = run(&args, &m);
-        assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
+        out.assert_code(0);
         let text = String::from_utf8_lossy(&decode(&out.stdout).out).into_owned();
         assert_eq!(text, "0\n1\n2\n", "--report={report}: the child's open fds");
     }
@@ -356,7 +359,7 @@ fn report_mode_frames_output_and_prints_records() {
         ],
         &m,
     );
-    assert_eq!(out.code, 5, "stderr: {}", out.stderr_str());
+    out.assert_code(5);
     let so = decode(&out.stdout);
     let se = decode(&out.stderr);
     assert!(
@@ -403,7 +406,7 @@ fn report_mode_timeout_is_reported() {
         ["--report", "--timeout", "200ms", "--", "sleep", "1000"],
         &m,
     );
-    assert_eq!(out.code, 124, "stderr: {}", out.stderr_str());
+    out.assert_code(124);
     let so = decode(&out.stdout);
     let (status, _, _, reason, _) = end_of(&so.records, "1");
     assert_eq!(status, Status::Timeout);
@@ -421,9 +424,9 @@ fn documented_argument_forms() {
         ["--timeout=5s", "--grace=1s", "--", "sh", "-c", "exit 4"],
         &m,
     );
-    assert_eq!(out.code, 4, "stderr: {}", out.stderr_str());
+    out.assert_code(4);
     let out = run(["sh", "-c", "exit 5"], &m);
-    assert_eq!(out.code, 5, "stderr: {}", out.stderr_str());
+    out.assert_code(5);
     // After `--`, everything is the child's argv, flags included.
     let out = run(
         [
@@ -437,6 +440,6 @@ fn documented_argument_forms() {
         ],
         &m,
     );
-    assert_eq!(out.code, 0, "stderr: {}", out.stderr_str());
+    out.assert_code(0);
     assert_eq!(out.stdout_str(), "--timeout|--|");
 }
