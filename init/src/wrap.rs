@@ -118,7 +118,18 @@ pub fn run(args: Vec<OsString>) -> i32 {
             return 1;
         }
     };
+    let mut argv_c = Vec::with_capacity(o.cmd.len());
+    for a in &o.cmd {
+        match CString::new(a.as_bytes()) {
+            Ok(c) => argv_c.push(c),
+            // Only possible in-process (cli_main); said before any record is printed.
+            Err(_) => return usage_error("an argument contains a NUL byte"),
+        }
+    }
+    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
     let start = if o.report { sys::now_ms() } else { 0 };
+    // parse() guarantees a command.
     let name = o.cmd[0].to_string_lossy().into_owned();
     if o.report {
         sup.emit(&Record::Start {
@@ -127,15 +138,6 @@ pub fn run(args: Vec<OsString>) -> i32 {
             attempt: 1,
         });
     }
-    let mut argv_c = Vec::with_capacity(o.cmd.len());
-    for a in &o.cmd {
-        match CString::new(a.as_bytes()) {
-            Ok(c) => argv_c.push(c),
-            Err(_) => return usage_error("an argument contains a NUL byte"),
-        }
-    }
-    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
-    argv.push(std::ptr::null());
     let path_var = std::env::var("PATH");
     let path_var = path_var.as_deref().unwrap_or(proc::DEFAULT_PATH);
     let spawned = match proc::resolve_program(&name, path_var) {
@@ -240,6 +242,46 @@ mod tests {
         for bad in ["", "s", "1.5s", "-1", "10x", "99999999999999999999"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
+    }
+
+    /// Runs `run(args)` in a forked child with stdout on a pipe: (exit code, stdout).
+    fn run_capturing(args: Vec<OsString>) -> (i32, Vec<u8>) {
+        let (r, w) = sys::pipe().unwrap();
+        // SAFETY: the child only runs the CLI and exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                unsafe { libc::dup2(w, 1) };
+                let code = run(args);
+                unsafe { libc::_exit(code) }
+            }
+            pid => {
+                sys::close(w);
+                let mut out = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = sys::read(r, &mut buf) {
+                    out.extend_from_slice(&buf[..n]);
+                }
+                sys::close(r);
+                let mut st = 0;
+                unsafe { libc::waitpid(pid, &mut st, 0) };
+                (sys::exit_code(st), out)
+            }
+        }
+    }
+
+    #[test]
+    fn a_usage_error_prints_no_record() {
+        use std::os::unix::ffi::OsStringExt;
+        let args = vec![
+            OsString::from("--report"),
+            OsString::from("--"),
+            OsString::from_vec(b"a\0b".to_vec()),
+        ];
+        let (code, out) = run_capturing(args);
+        assert_eq!(
+            (code, String::from_utf8_lossy(&out).as_ref()),
+            (EXIT_USAGE, "")
+        );
     }
 
     fn os(v: &[&str]) -> Vec<OsString> {
