@@ -69,12 +69,12 @@ fn parse(args: Vec<OsString>) -> Result<Opts, i32> {
             o.cmd = std::iter::once(a).chain(it).collect();
             break;
         }
-        let text = String::from_utf8_lossy(s).into_owned();
+        let text = String::from_utf8_lossy(s);
         let (flag, inline) = match text.split_once('=') {
-            Some((f, v)) => (f.to_string(), Some(v.to_string())),
-            None => (text.clone(), None),
+            Some((f, v)) => (f, Some(v.to_string())),
+            None => (text.as_ref(), None),
         };
-        match flag.as_str() {
+        match flag {
             "--report" if inline.is_none() => o.report = true,
             "-h" | "--help" => {
                 let _ = sys::write_all(1, USAGE.as_bytes());
