@@ -288,7 +288,6 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
                 format,
                 keep,
                 init_image,
-                kind: Kind::Pod,
                 restricted,
                 grace_s: grace,
             };

@@ -8,7 +8,7 @@
 //! cluster exists where stepctl is developed: this engine is covered by manifest validation and
 //! by decoding recorded `kubectl logs` output (`stepctl decode`), not by live runs.
 
-use super::{make_sink, EngineError, RunOptions};
+use super::{collect, make_sink, run_name, write_manifests, EngineError, RunOptions};
 use crate::follow::{pump, Sink, Stream, Timestamps};
 use crate::manifest::{self, BuildOptions, SETUP_NAME};
 use crate::plan::Plan;
@@ -135,8 +135,8 @@ pub fn run(
     opts: &RunOptions,
     signal_pipe: OwnedFd,
 ) -> Result<(RunResult, bool), EngineError> {
-    let job = super::podman::run_name(&plan.name);
-    let objs = manifest::objects(
+    let job = run_name(&plan.name);
+    let m = write_manifests(
         wf,
         plan,
         &BuildOptions {
@@ -147,22 +147,16 @@ pub fn run(
             annotations: BTreeMap::new(),
             unique_volumes: false,
         },
-    )
-    .map_err(|e| EngineError {
-        message: format!("{}: {e}", wf.file),
-        code: 2,
-    })?;
-    if let Some(ns) = objs[1]["metadata"]["namespace"].as_str() {
+        opts.keep,
+        "job.yaml",
+    )?;
+    // objects() gives the ConfigMap, then the Job.
+    if let Some(ns) = m.objects[1]["metadata"]["namespace"].as_str() {
         let _ = NAMESPACE.set(ns.to_string());
     }
-    let mut tmp = super::local::TempDir::new(&format!("stepctl-{job}-"))
-        .map_err(|e| EngineError::new(format!("cannot create a temporary directory: {e}")))?;
-    tmp.keep = opts.keep;
-    let yaml = tmp.path.join("job.yaml");
-    std::fs::write(&yaml, manifest::to_yaml(&objs))
-        .map_err(|e| EngineError::new(format!("cannot write the manifest: {e}")))?;
+    let yaml = &m.path;
     let mut c = kubectl();
-    c.arg("apply").arg("-f").arg(&yaml);
+    c.arg("apply").arg("-f").arg(yaml);
     run_ok(c, "kubectl apply")?;
     let started_at = Instant::now();
     let sink = make_sink(Collector::new(Some(&plan.spec)), opts.format);
@@ -215,19 +209,13 @@ pub fn run(
         notes.push(e.message);
     }
     let interrupted = signals::interrupted();
-    let mut r = {
-        let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
-        g.end_progress();
-        g.flush();
-        g.collector.result(&plan.name, interrupted, Some(wall))
-    };
-    r.notes.extend(notes);
+    let r = collect(&sink, &plan.name, interrupted, wall, notes);
     if opts.keep {
         eprintln!("stepctl: kept job {job} (manifest: {})", yaml.display());
     } else {
         let mut c = kubectl();
         c.args(["delete", "--wait=false", "--ignore-not-found", "-f"])
-            .arg(&yaml);
+            .arg(yaml);
         if let Err(e) = run_ok(c, "kubectl delete") {
             eprintln!("stepctl: warning: {e}");
         }

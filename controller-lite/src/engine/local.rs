@@ -17,52 +17,17 @@
 //! are honoured when stepctl runs as root (the init switches user per step), and ignored with a
 //! warning otherwise.
 
-use super::{make_sink, EngineError, RunOptions};
-use crate::follow::{pump, Stream, Timestamps};
+use super::{collect, make_sink, relay, EngineError, RunOptions, TempDir};
 use crate::manifest;
 use crate::plan::Plan;
 use crate::report::{Collector, RunResult};
 use crate::signals;
-use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 use stepinit_protocol::Spec;
-
-/// A temporary directory removed on drop unless kept.
-pub struct TempDir {
-    pub path: PathBuf,
-    pub keep: bool,
-}
-
-impl TempDir {
-    pub fn new(prefix: &str) -> std::io::Result<TempDir> {
-        let template = std::env::temp_dir().join(format!("{prefix}XXXXXX"));
-        let c = CString::new(template.into_os_string().into_encoded_bytes())
-            .map_err(|_| std::io::Error::other("temporary path holds a NUL byte"))?;
-        let raw = c.into_raw();
-        // SAFETY: mkdtemp rewrites the XXXXXX in place in a buffer we own.
-        let ok = unsafe { !libc::mkdtemp(raw).is_null() };
-        let c = unsafe { CString::from_raw(raw) };
-        if !ok {
-            return Err(std::io::Error::last_os_error());
-        }
-        let path = PathBuf::from(
-            <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(c.into_bytes()),
-        );
-        Ok(TempDir { path, keep: false })
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
 
 /// The spec as the local engine runs it: working directories inside the workspace, users
 /// switched per step when running as root.
@@ -200,22 +165,15 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<(RunResult, bool), EngineEr
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| io("cannot start the init", e))?;
+        let child = cmd.spawn().map_err(|e| io("cannot start the init", e))?;
         signals::set_child(child.id() as i32);
         if signals::interrupted() {
             // The signal came between spawn and set_child.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         }
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        let s1 = sink.clone();
-        let s2 = sink.clone();
-        let t1 = std::thread::spawn(move || pump(out, Stream::Stdout, Timestamps::Off, &s1));
-        let t2 = std::thread::spawn(move || pump(err, Stream::Stderr, Timestamps::Off, &s2));
-        let status = child.wait().map_err(|e| io("waiting for the init", e))?;
+        let status = relay(child, &sink);
         signals::set_child(0);
-        let _ = t1.join();
-        let _ = t2.join();
+        let status = status.map_err(|e| io("waiting for the init", e))?;
         match status.code() {
             Some(0) | Some(1) | Some(130) => {}
             Some(2) => {
@@ -229,11 +187,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<(RunResult, bool), EngineEr
     }
     let wall = started.elapsed().as_millis() as u64;
     let interrupted = signals::interrupted();
-    let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
-    g.end_progress();
-    g.flush();
-    let mut result = g.collector.result(&plan.name, interrupted, Some(wall));
-    result.notes.extend(notes);
+    let result = collect(&sink, &plan.name, interrupted, wall, notes);
     if opts.keep {
         eprintln!("stepctl: kept {}", tmp.path.display());
     }

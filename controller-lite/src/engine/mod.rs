@@ -1,12 +1,20 @@
-//! Where a plan runs: [`local`] (this host, no container engine), [`podman`], [`kubernetes`].
+//! Where a plan runs: [`local`] (this host, no container engine), [`podman`], [`kubernetes`];
+//! and what the three share: the live sink, relaying a process's two streams into it, the final
+//! result, run names, the temporary directory and the manifests a pod engine applies.
 
 pub mod kubernetes;
 pub mod local;
 pub mod podman;
 
-use crate::follow::Sink;
-use crate::report::{Collector, Format, Live};
-use std::io::IsTerminal;
+use crate::follow::{pump, Sink, Stream, Timestamps};
+use crate::manifest::{self, BuildOptions};
+use crate::plan::Plan;
+use crate::report::{Collector, Format, Live, RunResult};
+use crate::workflow::Workflow;
+use std::ffi::CString;
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Mutex};
 
 /// Options shared by the engines.
@@ -16,7 +24,6 @@ pub struct RunOptions {
     /// Keep the pod / temporary directory after the run.
     pub keep: bool,
     pub init_image: String,
-    pub kind: crate::manifest::Kind,
     pub restricted: bool,
     /// Grace period given to the pod when aborting (podman pod stop -t).
     pub grace_s: u64,
@@ -67,7 +74,9 @@ pub fn make_sink(collector: Collector, format: Format) -> Arc<Mutex<Sink>> {
         Some((Live { color }, live_w)),
     );
     if tty && format == Format::Text && std::env::var_os("STEPCTL_NO_PROGRESS").is_none() {
-        sink.lock().unwrap().enable_progress();
+        sink.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .enable_progress();
         crate::follow::start_ticker(&sink);
     }
     sink
@@ -86,4 +95,129 @@ pub fn detach(c: &mut std::process::Command) {
             Ok(())
         });
     }
+}
+
+/// Relays a child's piped stdout and stderr into the sink, each stream decoded on its own (as the
+/// init wrote them), until both end; returns the child's exit status.
+pub fn relay(mut child: Child, sink: &Arc<Mutex<Sink>>) -> std::io::Result<ExitStatus> {
+    let threads: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|r| (Box::new(r) as Box<dyn Read + Send>, Stream::Stdout)),
+        child
+            .stderr
+            .take()
+            .map(|r| (Box::new(r) as Box<dyn Read + Send>, Stream::Stderr)),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|(r, stream)| {
+        let s = sink.clone();
+        std::thread::spawn(move || pump(r, stream, Timestamps::Off, &s))
+    })
+    .collect();
+    let status = child.wait();
+    for t in threads {
+        let _ = t.join();
+    }
+    status
+}
+
+/// The run's result from what the sink collected: the status line erased, the output flushed,
+/// `notes` (the engine's own problems) appended.
+pub fn collect(
+    sink: &Mutex<Sink>,
+    name: &str,
+    interrupted: bool,
+    wall_ms: u64,
+    notes: Vec<String>,
+) -> RunResult {
+    let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
+    g.end_progress();
+    g.flush();
+    let mut r = g.collector.result(name, interrupted, Some(wall_ms));
+    r.notes.extend(notes);
+    r
+}
+
+/// A unique name for a run's pod or Job: the workflow's name (cut to keep the result a DNS
+/// label, as Job names must be) and a random suffix.
+pub fn run_name(workflow: &str) -> String {
+    let base: String = workflow.chars().take(56).collect();
+    format!("{}-{}", base.trim_end_matches('-'), suffix())
+}
+
+/// A short random suffix for pod names.
+fn suffix() -> String {
+    let mut b = [0u8; 6];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    b.iter()
+        .map(|x| b"abcdefghijklmnopqrstuvwxyz0123456789"[(*x as usize) % 36] as char)
+        .collect()
+}
+
+/// A temporary directory removed on drop unless kept.
+pub struct TempDir {
+    pub path: PathBuf,
+    pub keep: bool,
+}
+
+impl TempDir {
+    pub fn new(prefix: &str) -> std::io::Result<TempDir> {
+        let template = std::env::temp_dir().join(format!("{prefix}XXXXXX"));
+        let c = CString::new(template.into_os_string().into_encoded_bytes())
+            .map_err(|_| std::io::Error::other("temporary path holds a NUL byte"))?;
+        let raw = c.into_raw();
+        // SAFETY: mkdtemp rewrites the XXXXXX in place in a buffer we own.
+        let ok = unsafe { !libc::mkdtemp(raw).is_null() };
+        let c = unsafe { CString::from_raw(raw) };
+        if !ok {
+            return Err(std::io::Error::last_os_error());
+        }
+        let path = PathBuf::from(
+            <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(c.into_bytes()),
+        );
+        Ok(TempDir { path, keep: false })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// What a pod engine applies: the manifests built with `o`, written as `file` into a temporary
+/// directory of the run (kept with `--keep`, so the user can see what ran).
+pub struct Manifests {
+    pub objects: Vec<serde_json::Value>,
+    pub dir: TempDir,
+    pub path: PathBuf,
+}
+
+/// Builds the manifests of a run (errors in `spec.pod`/`spec.job` are the workflow's: exit 2)
+/// and writes them.
+pub fn write_manifests(
+    wf: &Workflow,
+    plan: &Plan,
+    o: &BuildOptions,
+    keep: bool,
+    file: &str,
+) -> Result<Manifests, EngineError> {
+    let objects = manifest::objects(wf, plan, o).map_err(|e| EngineError {
+        message: format!("{}: {e}", wf.file),
+        code: 2,
+    })?;
+    let mut dir = TempDir::new(&format!("stepctl-{}-", o.name))
+        .map_err(|e| EngineError::new(format!("cannot create a temporary directory: {e}")))?;
+    dir.keep = keep;
+    let path = dir.path.join(file);
+    std::fs::write(&path, manifest::to_yaml(&objects))
+        .map_err(|e| EngineError::new(format!("cannot write the manifest: {e}")))?;
+    Ok(Manifests { objects, dir, path })
 }

@@ -6,8 +6,8 @@
 //! Podman reads `CONTAINERS_CONF` as usual; the project's tests set it to
 //! `tests/podman/containers.conf`.
 
-use super::{make_sink, EngineError, RunOptions};
-use crate::follow::{pump, Sink, Stream, Timestamps};
+use super::{collect, make_sink, relay, run_name, write_manifests, EngineError, RunOptions};
+use crate::follow::Sink;
 use crate::manifest::{self, BuildOptions, SETUP_NAME};
 use crate::plan::Plan;
 use crate::report::{Collector, RunResult};
@@ -57,24 +57,6 @@ pub fn preflight(init_image: &str) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// A unique name for a run's pod or Job: the workflow's name (cut to keep the result a DNS
-/// label, as Job names must be) and a random suffix.
-pub fn run_name(workflow: &str) -> String {
-    let base: String = workflow.chars().take(56).collect();
-    format!("{}-{}", base.trim_end_matches('-'), suffix())
-}
-
-/// A short random suffix for pod names.
-pub fn suffix() -> String {
-    let mut b = [0u8; 6];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut b);
-    }
-    b.iter()
-        .map(|x| b"abcdefghijklmnopqrstuvwxyz0123456789"[(*x as usize) % 36] as char)
-        .collect()
-}
-
 /// Container state as podman reports it (`created`, `running`, `exited`, ...), None if absent.
 fn state(name: &str) -> Option<String> {
     let o = podman()
@@ -95,22 +77,16 @@ fn state(name: &str) -> Option<String> {
 }
 
 /// Follows `podman logs -f NAME` into the sink until the container's output ends.
+/// On an exited container `-f` returns at once; on a running one it follows it to its end.
+/// podman keeps the container's stdout and stderr apart, so each is decoded on its own.
 pub fn follow_logs(name: &str, sink: &Arc<Mutex<Sink>>) -> Result<(), EngineError> {
-    let mut child = podman()
+    let child = podman()
         .args(["logs", "-f", name])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| EngineError::new(format!("cannot run podman logs: {e}")))?;
-    let out = child.stdout.take().unwrap();
-    let err = child.stderr.take().unwrap();
-    let s1 = sink.clone();
-    let s2 = sink.clone();
-    let t1 = std::thread::spawn(move || pump(out, Stream::Stdout, Timestamps::Off, &s1));
-    let t2 = std::thread::spawn(move || pump(err, Stream::Stderr, Timestamps::Off, &s2));
-    let _ = child.wait();
-    let _ = t1.join();
-    let _ = t2.join();
+    let _ = relay(child, sink);
     Ok(())
 }
 
@@ -127,7 +103,7 @@ fn wait_started(name: &str, play: &Mutex<Child>, play_done: &AtomicBool) -> bool
             return true;
         }
         if !play_done.load(Ordering::SeqCst) {
-            if let Ok(Some(_)) = play.lock().unwrap().try_wait() {
+            if let Ok(Some(_)) = play.lock().unwrap_or_else(|p| p.into_inner()).try_wait() {
                 play_done.store(true, Ordering::SeqCst);
             }
         }
@@ -180,7 +156,7 @@ pub fn run(
 ) -> Result<(RunResult, bool), EngineError> {
     preflight(&opts.init_image)?;
     let pod = run_name(&plan.name);
-    let objs = manifest::objects(
+    let m = write_manifests(
         wf,
         plan,
         &BuildOptions {
@@ -195,23 +171,16 @@ pub fn run(
             )]),
             unique_volumes: true,
         },
-    )
-    .map_err(|e| EngineError {
-        message: format!("{}: {e}", wf.file),
-        code: 2,
-    })?;
-    let mut tmp = super::local::TempDir::new(&format!("stepctl-{pod}-"))
-        .map_err(|e| EngineError::new(format!("cannot create a temporary directory: {e}")))?;
-    tmp.keep = opts.keep;
-    let yaml_path = tmp.path.join("pod.yaml");
-    std::fs::write(&yaml_path, manifest::to_yaml(&objs))
-        .map_err(|e| EngineError::new(format!("cannot write the manifest: {e}")))?;
+        opts.keep,
+        "pod.yaml",
+    )?;
+    let yaml_path = &m.path;
 
     let started = Instant::now();
     let play = podman()
         .arg("kube")
         .arg("play")
-        .arg(&yaml_path)
+        .arg(yaml_path)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -252,7 +221,7 @@ pub fn run(
     }
     let wall = started.elapsed().as_millis() as u64;
     // kube play returns once the last container started; collect its diagnostics.
-    let mut play = play.into_inner().unwrap();
+    let mut play = play.into_inner().unwrap_or_else(|p| p.into_inner());
     let play_status = play.wait().ok();
     let mut play_err = String::new();
     if let Some(mut e) = play.stderr.take() {
@@ -262,13 +231,7 @@ pub fn run(
         notes.push(format!("podman kube play: {}", play_err.trim()));
     }
     let interrupted = signals::interrupted();
-    let mut result = {
-        let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
-        g.end_progress();
-        g.flush();
-        g.collector.result(&plan.name, interrupted, Some(wall))
-    };
-    result.notes.extend(notes);
+    let result = collect(&sink, &plan.name, interrupted, wall, notes);
     if opts.keep {
         eprintln!(
             "stepctl: kept pod {pod} (manifest: {})",
@@ -371,13 +334,8 @@ pub fn status(pod: &str, sink: &Arc<Mutex<Sink>>) -> Result<(), EngineError> {
         if state(&n).as_deref() == Some("created") {
             break;
         }
-        follow_logs_once(&n, sink)?;
+        // A running container is followed to its end: what `status` of a running pod shows.
+        follow_logs(&n, sink)?;
     }
     Ok(())
-}
-
-fn follow_logs_once(name: &str, sink: &Arc<Mutex<Sink>>) -> Result<(), EngineError> {
-    // Same as follow_logs: `-f` on an exited container returns at once; on a running one it
-    // follows it to its end, which is what `status` of a running pod should show.
-    follow_logs(name, sink)
 }
