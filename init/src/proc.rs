@@ -377,7 +377,13 @@ impl Supervisor {
             let mut until: Option<u64> = None;
             if let (Some(d), false) = (deadline, c.main_exited()) {
                 if now >= d {
-                    return Wake::Deadline;
+                    // A step that exited before we looked (its SIGCHLD still unread, the init
+                    // descheduled) is not late: read the signals first.
+                    self.on_signals(c);
+                    if !c.main_exited() {
+                        return Wake::Deadline;
+                    }
+                    continue;
                 }
                 until = Some(d);
             }
@@ -866,6 +872,27 @@ mod tests {
             let mut sup = Supervisor::new().unwrap();
             let w = run_sh(&mut sup, "sleep 5", 1000, Some(sys::now_ms() + 100));
             i32::from(w != Wake::Gone(128 + libc::SIGTERM))
+        });
+        assert_eq!(code, 0);
+    }
+
+    #[test]
+    fn a_step_that_exited_before_we_looked_is_not_timed_out() {
+        let code = isolated(|| {
+            let mut sup = Supervisor::new().unwrap();
+            let (path, argv_c) = sh("exit 0");
+            let argv: Vec<_> = argv_c
+                .iter()
+                .map(|c| c.as_ptr())
+                .chain([std::ptr::null()])
+                .collect();
+            let mut c = sup.spawn(&Launch::new(&path, &argv), 100).unwrap();
+            // The step exits well before its deadline, but we only look after it (a loaded
+            // machine): its SIGCHLD is waiting on the signalfd.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let w = sup.wait(&mut c, Some(sys::now_ms() - 100));
+            eprintln!("{w:?}");
+            i32::from(w != Wake::Gone(0))
         });
         assert_eq!(code, 0);
     }
