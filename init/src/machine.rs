@@ -978,6 +978,22 @@ mod tests {
         reported: Vec<String>,
     }
 
+    impl Run {
+        /// The run so far: what was printed and spawned, and the state as last saved.
+        fn of(m: &Machine, log: Vec<String>, launches: Vec<Launch>, code: i32) -> Run {
+            Run {
+                log,
+                launches,
+                code,
+                state: m.state(),
+                reported: m
+                    .reported()
+                    .map(|(id, st, _)| format!("{id}={st}"))
+                    .collect(),
+            }
+        }
+    }
+
     fn spec(json: &str) -> Spec {
         let s: Spec = serde_json::from_str(json).unwrap();
         s.validate().unwrap();
@@ -1023,20 +1039,7 @@ mod tests {
                     Action::Emit(r) => log.push(fmt(&r)),
                     Action::Save => {}
                     Action::Stop => pending_stop = true,
-                    Action::Exit(code) => {
-                        let state = m.state();
-                        let reported = m
-                            .reported()
-                            .map(|(id, st, _)| format!("{id}={st}"))
-                            .collect();
-                        return Run {
-                            log,
-                            launches,
-                            code,
-                            state,
-                            reported,
-                        };
-                    }
+                    Action::Exit(code) => return Run::of(&m, log, launches, code),
                     Action::Spawn(l) => {
                         launches.push(l.clone());
                         next = Some(l);
@@ -1065,19 +1068,7 @@ mod tests {
                     m.handle(Event::Deadline, now)
                 }
                 Out::Abort => m.handle(Event::Abort, now),
-                Out::Crash => {
-                    let reported = m
-                        .reported()
-                        .map(|(id, st, _)| format!("{id}={st}"))
-                        .collect();
-                    return Run {
-                        log,
-                        launches,
-                        code: -1,
-                        state: m.state(),
-                        reported,
-                    };
-                }
+                Out::Crash => return Run::of(&m, log, launches, -1),
             };
         }
     }
