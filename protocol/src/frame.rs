@@ -219,6 +219,43 @@ impl Decoder {
     }
 }
 
+/// A whole stream decoded: the steps' bytes, the records and the framing errors, each in
+/// stream order. For a finished stream (a container's log, a captured stdout); a live stream is
+/// decoded with [`Decoder`] as it arrives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decoded {
+    /// The steps' bytes, exactly.
+    pub output: Vec<u8>,
+    /// The records, in order.
+    pub records: Vec<Record>,
+    /// Why the framing broke, once per place (none for a stream the init wrote).
+    pub invalid: Vec<&'static str>,
+}
+
+impl Decoded {
+    /// Decodes a whole stream.
+    pub fn from_stream(stream: &[u8]) -> Decoded {
+        Decoded::from_chunks([stream])
+    }
+
+    /// Decodes a whole stream that arrives in `chunks` (as successive reads); the result does
+    /// not depend on where the chunks split it.
+    pub fn from_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Decoded {
+        let mut d = Decoded::default();
+        let mut decoder = Decoder::new();
+        let mut on = |e: Event<'_>| match e {
+            Event::Output(b) => d.output.extend_from_slice(b),
+            Event::Record(r) => d.records.push(r),
+            Event::Invalid { reason } => d.invalid.push(reason),
+        };
+        for c in chunks {
+            decoder.feed(c, &mut on);
+        }
+        decoder.finish(&mut on);
+        d
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,18 +263,8 @@ mod tests {
 
     /// Decodes a whole stream fed in chunks of `chunk` bytes; returns output bytes and records.
     fn decode(stream: &[u8], chunk: usize) -> (Vec<u8>, Vec<Record>, Vec<&'static str>) {
-        let (mut out, mut recs, mut bad) = (Vec::new(), Vec::new(), Vec::new());
-        let mut d = Decoder::new();
-        let mut on = |e: Event<'_>| match e {
-            Event::Output(b) => out.extend_from_slice(b),
-            Event::Record(r) => recs.push(r),
-            Event::Invalid { reason } => bad.push(reason),
-        };
-        for c in stream.chunks(chunk.max(1)) {
-            d.feed(c, &mut on);
-        }
-        d.finish(&mut on);
-        (out, recs, bad)
+        let d = Decoded::from_chunks(stream.chunks(chunk.max(1)));
+        (d.output, d.records, d.invalid)
     }
 
     fn start(step: &str) -> Record {
@@ -280,6 +307,31 @@ mod tests {
             );
             assert!(bad.is_empty());
         }
+    }
+
+    #[test]
+    fn decoded_gathers_a_whole_stream_whatever_its_chunks() {
+        let mut f = Framer::new();
+        let mut stream = Vec::new();
+        let mut scratch = Vec::new();
+        stream.extend_from_slice(f.user_bytes(b"a\x1eb", &mut scratch));
+        f.record(&start("1"), &mut stream);
+        stream.extend_from_slice(f.user_bytes(b"c\n", &mut scratch));
+        f.record(&start("2"), &mut stream);
+        stream.push(MARKER); // a stream cut after a marker
+        let whole = Decoded::from_stream(&stream);
+        assert_eq!(
+            whole,
+            Decoded {
+                output: b"a\x1ebc\n".to_vec(),
+                records: vec![start("1"), start("2")],
+                invalid: vec!["stream ends after a marker"],
+            }
+        );
+        for chunk in [1, 2, 5] {
+            assert_eq!(Decoded::from_chunks(stream.chunks(chunk)), whole, "{chunk}");
+        }
+        assert_eq!(Decoded::from_stream(b""), Decoded::default());
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod record;
 pub mod spec;
 pub mod summary;
 
-pub use frame::{Decoder, Event, Framer, MARKER};
+pub use frame::{Decoded, Decoder, Event, Framer, MARKER};
 pub use record::{Record, Status};
 pub use spec::{Condition, Spec, SpecError, Step};
 
