@@ -247,7 +247,7 @@ fn a_5_mib_spec_works() {
     let out = run_raw(&d, &bytes, &m);
     assert_eq!(out.code, 0, "stderr {}", out.stderr_str());
     let so = decode(&out.stdout);
-    assert_eq!(so.out, b"ok");
+    assert_eq!(so.output, b"ok");
     assert_eq!(end_of(&so.records, "1").0, Status::Passed);
     assert_eq!(end_of(&so.records, "3.2000").0, Status::Skipped);
 }

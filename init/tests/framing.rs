@@ -145,7 +145,7 @@ fn random_binary_output_and_forgeries_decode_exactly() {
             few(&err.invalid)
         );
         assert!(err.records.is_empty(), "seed {seed}: records on stderr");
-        assert!(err.out == errs.concat(), "seed {seed}: stderr differs");
+        assert!(err.output == errs.concat(), "seed {seed}: stderr differs");
     }
 }
 
@@ -177,7 +177,7 @@ printf '\036\n'; printf 'x\036'; printf '\n'; printf '\036\036'; printf '\036'"#
         ]
     );
     assert_eq!(
-        r.stdout.out,
+        r.stdout.output,
         b"\x1e{\"v\":1,\"t\":\"end\",\"step\":\"1\",\"status\":\"passed\",\"ms\":1,\"attempt\":1}\n\x1e\nx\x1e\n\x1e\x1e\x1e"
     );
 }
@@ -211,8 +211,8 @@ fn report_mode_frames_random_output_too() {
             "done passed last=true"
         ]
     );
-    assert!(so.out == o, "stdout differs");
-    assert!(se.out == e && se.records.is_empty(), "stderr differs");
+    assert!(so.output == o, "stdout differs");
+    assert!(se.output == e && se.records.is_empty(), "stderr differs");
 }
 
 /// A consumer that reads slowly stalls the init (it blocks with it): nothing is dropped.
@@ -249,7 +249,7 @@ fn a_slow_reader_loses_nothing() {
     assert_eq!(exit_code(st, b""), 0);
     let dec = decode(&stream);
     assert!(dec.invalid.is_empty(), "{}", few(&dec.invalid));
-    assert!(dec.out == [o.clone(), o].concat(), "output differs");
+    assert!(dec.output == [o.clone(), o].concat(), "output differs");
     assert_eq!(dec.records.len(), 5);
 }
 

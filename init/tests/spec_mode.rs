@@ -82,8 +82,8 @@ fn steps_run_in_order_with_start_and_end_records() {
             "done passed last=true",
         ],
     );
-    assert_eq!(r.stdout.out, b"onetwo\nthree\n");
-    assert_eq!(r.stderr.out, b"err\n");
+    assert_eq!(r.stdout.output, b"onetwo\nthree\n");
+    assert_eq!(r.stderr.output, b"err\n");
     match &r.stdout.records[0] {
         Record::Start { name, .. } => assert_eq!(name.as_deref(), Some("first")),
         x => panic!("{x:?}"),
@@ -130,7 +130,7 @@ fn shell_steps_fail_fast() {
     r.assert_code(1);
     assert_eq!(r.end("1").0, Status::Failed);
     assert_eq!(r.end("1").1, Some(1));
-    assert!(r.stdout.out.is_empty(), "{:?}", r.stdout.out);
+    assert!(r.stdout.output.is_empty(), "{:?}", r.stdout.output);
 }
 
 #[test]
@@ -272,7 +272,7 @@ fn retry_until_passed() {
             "done passed last=true",
         ],
     );
-    assert_eq!(r.stdout.out, b"first\nsecond\n");
+    assert_eq!(r.stdout.output, b"first\nsecond\n");
 }
 
 #[test]
@@ -465,7 +465,7 @@ fn working_dir_that_cannot_be_created_fails_the_step_with_a_reason() {
     assert_reason_holds(&r, "1", bad.to_str().unwrap());
     assert_eq!(r.end("2").0, Status::Skipped);
     assert_eq!(r.end("3").0, Status::Passed);
-    assert_eq!(r.stdout.out, b"always\n");
+    assert_eq!(r.stdout.output, b"always\n");
 }
 
 #[test]
@@ -504,7 +504,7 @@ fn missing_program_fails_with_127_and_the_run_continues() {
     assert_reason_holds(&r, "1", "stepinit-no-such-program-xyz");
     assert_eq!(r.end("2").0, Status::Skipped);
     assert_eq!(r.end("3").0, Status::Passed);
-    assert_eq!(r.stdout.out, b"failed-branch\n");
+    assert_eq!(r.stdout.output, b"failed-branch\n");
 }
 
 #[test]
@@ -530,7 +530,7 @@ fn step_path_is_searched_in_the_steps_own_path() {
         r.briefs(),
         r.raw.stderr_str()
     );
-    assert_eq!(r.stdout.out, b"found me\n");
+    assert_eq!(r.stdout.output, b"found me\n");
     assert_eq!(r.end("2").0, Status::Failed);
     assert_eq!(r.end("2").1, Some(126));
     r.assert_code(1);
@@ -604,7 +604,7 @@ fn stdin_of_steps_is_not_the_spec_or_a_terminal_hang() {
     let f = Fixture::new("stdin");
     let r = f.run_steps(json!([{"shell": "cat; echo done"}]));
     r.assert_code(0);
-    assert_eq!(r.stdout.out, b"done\n");
+    assert_eq!(r.stdout.output, b"done\n");
 }
 
 #[test]
@@ -699,7 +699,7 @@ fn spec_mode_as_pid_1() {
             "done passed last=true",
         ],
     );
-    assert_eq!(r.stdout.out, b"clean\n");
+    assert_eq!(r.stdout.output, b"clean\n");
 }
 
 /// Nobody reads the init's stdout any more: the workflow still runs to its end (the init must
@@ -820,7 +820,7 @@ fn group_flag_runs_one_containers_leaves() {
     let r0 = run_group("0");
     r0.assert_code(0);
     r0.assert_well_formed();
-    assert_eq!(r0.stdout.out, b"a\nb\n");
+    assert_eq!(r0.stdout.output, b"a\nb\n");
     assert!(
         !r0.briefs().iter().any(|b| b.contains(" c ")),
         "{:?}",
@@ -829,6 +829,6 @@ fn group_flag_runs_one_containers_leaves() {
     assert_eq!(r0.briefs().last().unwrap(), "done passed last=false");
     let r1 = run_group("1");
     r1.assert_code(0);
-    assert_eq!(r1.stdout.out, b"c\n");
+    assert_eq!(r1.stdout.output, b"c\n");
     assert_eq!(r1.briefs().last().unwrap(), "done passed last=true");
 }

@@ -320,7 +320,7 @@ fn child_gets_empty_signal_mask_and_default_dispositions() {
         dirty(&mut c);
         let out = Running::spawn(&mut c).finish(LIMIT);
         out.assert_code(0);
-        let text = String::from_utf8_lossy(&decode(&out.stdout).out).into_owned();
+        let text = String::from_utf8_lossy(&decode(&out.stdout).output).into_owned();
         let (blk, ign) = fields(&text);
         assert_eq!(blk, "0000000000000000", "{args:?}: child's SigBlk");
         assert_eq!(ign, "0000000000000000", "{args:?}: child's SigIgn");
@@ -341,7 +341,7 @@ fn child_gets_no_extra_fds() {
         args.extend(["--", "sh", "-c", "ls /proc/$$/fd; true"]);
         let out = run(&args, &m);
         out.assert_code(0);
-        let text = String::from_utf8_lossy(&decode(&out.stdout).out).into_owned();
+        let text = String::from_utf8_lossy(&decode(&out.stdout).output).into_owned();
         assert_eq!(text, "0\n1\n2\n", "--report={report}: the child's open fds");
     }
 }
@@ -367,10 +367,10 @@ fn report_mode_frames_output_and_prints_records() {
         "{so:?} {se:?}"
     );
     assert_eq!(
-        so.out,
+        so.output,
         b"out\x1e{\"v\":1,\"t\":\"end\",\"step\":\"1\",\"status\":\"passed\",\"ms\":1,\"attempt\":1}\nno-newline"
     );
-    assert_eq!(se.out, b"err\x1e");
+    assert_eq!(se.output, b"err\x1e");
     assert!(se.records.is_empty(), "records on stderr: {:?}", se.records);
     assert_eq!(
         briefs(&so.records),
@@ -396,7 +396,7 @@ fn report_mode_frames_output_and_prints_records() {
             "done passed last=true"
         ]
     );
-    assert!(so.out.is_empty());
+    assert!(so.output.is_empty());
 }
 
 #[test]

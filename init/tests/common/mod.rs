@@ -18,7 +18,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub use stepinit_protocol::{Decoder, Event, Record, Status};
+#[allow(unused_imports)] // Decoder and Event: for tests that decode as the stream arrives
+pub use stepinit_protocol::{Decoded, Decoder, Event, Record, Status};
 
 /// The binary under test: the one Cargo built for this test run, or `$STEPINIT_TEST_INIT` (e.g. the
 /// release musl binary at the contract path, or another init to see these tests catch its flaws).
@@ -399,30 +400,10 @@ pub fn wrap_sh(script: &str, env: &[(&str, &str)], marker: &Marker) -> Out {
     Running::spawn(&mut c).finish(LIMIT)
 }
 
-/// The decoded content of one framed stream.
-#[derive(Debug, Default)]
-pub struct Decoded {
-    pub out: Vec<u8>,
-    pub records: Vec<Record>,
-    pub invalid: Vec<&'static str>,
-}
-
-/// Decodes a whole framed stream, feeding it in odd-sized chunks.
+/// Decodes a whole framed stream, feeding it in odd-sized chunks (4093 bytes) so that records
+/// and escapes also cross chunk boundaries.
 pub fn decode(stream: &[u8]) -> Decoded {
-    let mut d = Decoded::default();
-    let mut dec = Decoder::new();
-    {
-        let mut on = |e: Event<'_>| match e {
-            Event::Output(b) => d.out.extend_from_slice(b),
-            Event::Record(r) => d.records.push(r),
-            Event::Invalid { reason } => d.invalid.push(reason),
-        };
-        for c in stream.chunks(4093) {
-            dec.feed(c, &mut on);
-        }
-        dec.finish(&mut on);
-    }
-    d
+    Decoded::from_chunks(stream.chunks(4093))
 }
 
 /// A record without its timing, for order/content comparisons:
@@ -488,13 +469,13 @@ impl SpecRun {
             want,
             "exit code; records {:?}; step output {:?}; stderr: {}",
             self.briefs(),
-            String::from_utf8_lossy(&self.stdout.out),
+            String::from_utf8_lossy(&self.stdout.output),
             self.raw.stderr_str()
         );
     }
     /// The step's output on stdout (records taken out), as text.
     pub fn out_str(&self) -> String {
-        String::from_utf8_lossy(&self.stdout.out).into_owned()
+        String::from_utf8_lossy(&self.stdout.output).into_owned()
     }
     pub fn briefs(&self) -> Vec<String> {
         briefs(&self.stdout.records)

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-pub use stepinit_protocol::{spec, Decoder, Event, Record, Spec, Status, Step};
+pub use stepinit_protocol::{spec, Decoded, Decoder, Event, Record, Spec, Status, Step};
 
 pub const INIT_IMAGE: &str = "localhost/stepinit/init:dev";
 pub const BUSYBOX_IMAGE: &str = "localhost/stepinit/test-busybox:dev";
@@ -205,31 +205,16 @@ pub struct Logs {
     pub stderr_records: Vec<Record>,
 }
 
-/// One whole framed stream decoded: (the steps' bytes, the records, framing errors).
-fn decode_stream(stream: &[u8]) -> (Vec<u8>, Vec<Record>, Vec<&'static str>) {
-    let (mut bytes, mut records, mut invalid) = (Vec::new(), Vec::new(), Vec::new());
-    let mut d = Decoder::new();
-    let mut on = |e: Event<'_>| match e {
-        Event::Output(b) => bytes.extend_from_slice(b),
-        Event::Record(r) => records.push(r),
-        Event::Invalid { reason } => invalid.push(reason),
-    };
-    d.feed(stream, &mut on);
-    d.finish(&mut on);
-    (bytes, records, invalid)
-}
-
 impl Logs {
     pub fn decode(stdout: &[u8], stderr: &[u8]) -> Logs {
-        let (stdout, records, mut invalid) = decode_stream(stdout);
-        let (stderr, stderr_records, stderr_invalid) = decode_stream(stderr);
-        invalid.extend(stderr_invalid);
+        let out = Decoded::from_stream(stdout);
+        let err = Decoded::from_stream(stderr);
         Logs {
-            records,
-            stdout,
-            stderr,
-            invalid,
-            stderr_records,
+            records: out.records,
+            stdout: out.output,
+            stderr: err.output,
+            invalid: [out.invalid, err.invalid].concat(),
+            stderr_records: err.records,
         }
     }
 
