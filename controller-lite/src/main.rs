@@ -212,6 +212,14 @@ fn format_of(o: OutputKind) -> Format {
     }
 }
 
+/// Writes `text` to stdout; a reader that went away (`| head`) is one line, exit 1, not a panic.
+fn emit(text: &str) -> Result<(), EngineError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| EngineError::new(format!("cannot print: {e}")))
+}
+
 fn finish(
     r: &RunResult,
     format: Format,
@@ -255,7 +263,7 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
                 },
             )
             .map_err(|e| usage(format!("{}: {e}", wf.file)))?;
-            print!("{}", manifest::to_yaml(&objs));
+            emit(&manifest::to_yaml(&objs))?;
             Ok(0)
         }
         Cmd::Plan { workflow } => {
@@ -264,10 +272,9 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
             for c in &p.containers {
                 eprintln!("{} ({}): steps {}", c.name, c.image, c.leaves.join(", "));
             }
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&p.spec).expect("spec JSON")
-            );
+            let json = serde_json::to_string_pretty(&p.spec)
+                .map_err(|e| EngineError::new(format!("cannot encode the spec: {e}")))?;
+            emit(&format!("{json}\n"))?;
             Ok(0)
         }
         Cmd::Run {

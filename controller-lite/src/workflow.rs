@@ -247,6 +247,30 @@ const IGNORED_METADATA: &[&str] = &[
     "managedFields",
 ];
 const IGNORED_SPEC: &[&str] = &["events", "notifications"];
+/// Fields of a Pod spec / Job spec whose shape `spec.pod` / `spec.job` must keep: they merge
+/// into what stepctl generates (the rest is left to the API server's validation).
+const POD_MAPPINGS: &[&str] = &[
+    "securityContext",
+    "nodeSelector",
+    "affinity",
+    "dnsConfig",
+    "overhead",
+    "resources",
+    "os",
+    "labels",
+    "annotations",
+];
+const POD_LISTS: &[&str] = &[
+    "volumes",
+    "tolerations",
+    "imagePullSecrets",
+    "hostAliases",
+    "topologySpreadConstraints",
+    "readinessGates",
+    "resourceClaims",
+    "schedulingGates",
+];
+const JOB_MAPPINGS: &[&str] = &["podFailurePolicy", "successPolicy", "labels", "annotations"];
 const IGNORED_STEP: &[&str] = &["description"];
 
 struct Parser {
@@ -530,6 +554,26 @@ impl Parser {
                 let m = v.as_object().ok_or_else(|| {
                     self.err(&path, format!("must be a mapping, found {}", type_name(v)))
                 })?;
+                let (maps, lists) = if key == "pod" {
+                    (POD_MAPPINGS, POD_LISTS)
+                } else {
+                    (JOB_MAPPINGS, &[][..])
+                };
+                for (k, x) in m {
+                    let want = if maps.contains(&k.as_str()) {
+                        Some(("a mapping", x.is_object()))
+                    } else if lists.contains(&k.as_str()) {
+                        Some(("a list", x.is_array()))
+                    } else {
+                        None
+                    };
+                    if let Some((what, false)) = want {
+                        return Err(self.err(
+                            &join(&path, k),
+                            format!("must be {what}, found {}", type_name(x)),
+                        ));
+                    }
+                }
                 *out = Some(m.clone());
             }
         }

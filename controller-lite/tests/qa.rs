@@ -161,3 +161,73 @@ fn ctrl_c_on_the_local_engine_stops_the_step_with_sigterm_at_once() {
     assert_eq!(doc["steps"][0]["status"], "aborted", "{doc}");
     assert_eq!(doc["steps"][0]["exitCode"], 143, "{doc}");
 }
+
+#[test]
+fn pod_and_job_overrides_of_the_wrong_shape_are_refused_not_panicked_on() {
+    refused(
+        "pod-sc-number",
+        "spec:\n  pod: {securityContext: 3}\n  steps: [{shell: 'true'}]\n",
+        "spec.pod.securityContext: must be a mapping, found a number",
+    );
+    refused(
+        "pod-volumes-number",
+        "spec:\n  pod: {volumes: 3}\n  steps: [{shell: 'true'}]\n",
+        "spec.pod.volumes: must be a list, found a number",
+    );
+    refused(
+        "job-policy-list",
+        "spec:\n  job: {podFailurePolicy: [x]}\n  steps: [{shell: 'true'}]\n",
+        "spec.job.podFailurePolicy: must be a mapping, found a list",
+    );
+    // `build --restricted` used to index into the number and panic.
+    let p = workflow(
+        "pod-sc-restricted",
+        &format!("{HEAD}spec:\n  pod: {{securityContext: 3}}\n  steps: [{{shell: 'true'}}]\n"),
+    );
+    let o = stepctl()
+        .args(["build", "--images", "none", "--restricted"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("spec.pod.securityContext: must be a mapping"),
+        "{err}"
+    );
+}
+
+/// `stepctl build big.yaml | head -1`: the reader goes away; stepctl says so in one line (exit 1)
+/// instead of panicking with a backtrace.
+#[test]
+fn a_closed_stdout_is_one_line_not_a_panic() {
+    let mut yaml = format!("{HEAD}spec:\n  steps:\n");
+    for i in 0..1000 {
+        yaml.push_str(&format!("  - shell: echo {i}\n"));
+    }
+    let p = workflow("thousand", &yaml);
+    for cmd in ["build", "plan"] {
+        let mut c = stepctl();
+        c.arg(cmd);
+        if cmd == "build" {
+            c.args(["--images", "none"]);
+        }
+        let mut child = c
+            .arg(&p)
+            .env("RUST_BACKTRACE", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        let last = err.lines().last().unwrap_or_default();
+        assert_eq!(o.status.code(), Some(1), "{cmd}: {err}");
+        assert_eq!(
+            last, "stepctl: cannot print: Broken pipe (os error 32)",
+            "{cmd}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{cmd}: {err}");
+    }
+}
