@@ -184,14 +184,30 @@ impl Dir {
         let path = self.path.join(name);
         let fail = |what: &str, e: Errno| format!("{}: {what}: {e}", path.display());
         // SAFETY: valid path; O_EXCL|O_NOFOLLOW never reuses or follows anything that exists.
-        let fd = sys::check(unsafe {
-            libc::openat(
-                self.fd,
-                ctmp.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o600,
-            )
-        })
+        let create = || {
+            sys::check(unsafe {
+                libc::openat(
+                    self.fd,
+                    ctmp.as_ptr(),
+                    libc::O_WRONLY
+                        | libc::O_CREAT
+                        | libc::O_EXCL
+                        | libc::O_NOFOLLOW
+                        | libc::O_CLOEXEC,
+                    0o600,
+                )
+            })
+        };
+        let fd = match create() {
+            // Left by a setup killed mid-copy (in a container we are always PID 1, so a restart
+            // meets the same name), or planted: unlink removes the name, never what it links to.
+            Err(Errno(libc::EEXIST)) => {
+                // SAFETY: valid path relative to our directory fd.
+                unsafe { libc::unlinkat(self.fd, ctmp.as_ptr(), 0) };
+                create()
+            }
+            r => r,
+        }
         .map_err(|e| fail("cannot create temporary file", e))?;
         let mut buf = vec![0u8; 64 * 1024];
         let result = (|| {
@@ -591,6 +607,39 @@ mod tests {
         evil[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
         evil[0x38..0x3a].copy_from_slice(&3u16.to_le_bytes());
         assert!(!is_static_elf(&evil));
+    }
+
+    #[test]
+    fn a_temporary_file_left_by_a_killed_setup_is_replaced_not_followed() {
+        // In a container the init is always PID 1: a setup killed mid-copy and restarted meets
+        // its own temporary name again (or one planted as a symlink).
+        let base = std::env::temp_dir().join(format!("stepinit-tmpfile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let victim = base.join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let tmp = |name: &str| base.join(format!(".{name}.tmp.{}", sys::getpid()));
+        std::fs::write(tmp("a"), b"half a copy").unwrap();
+        std::os::unix::fs::symlink(&victim, tmp("b")).unwrap();
+        let dir = Dir {
+            fd: open_dir(libc::AT_FDCWD, &base).unwrap(),
+            path: base.clone(),
+        };
+        let a = dir.write_file("a", 0o444, &b"new a"[..]);
+        let b = dir.write_file("b", 0o444, &b"new b"[..]);
+        let read = |n: &str| std::fs::read(base.join(n)).unwrap_or_default();
+        let got = (a, b, read("a"), read("b"), read("victim"));
+        std::fs::remove_dir_all(&base).unwrap();
+        assert_eq!(
+            got,
+            (
+                Ok(()),
+                Ok(()),
+                b"new a".to_vec(),
+                b"new b".to_vec(),
+                b"keep".to_vec()
+            )
+        );
     }
 
     /// Runs `sh -c script` as uid:gid (we are root in tests that use it); true if it exits 0.
