@@ -193,16 +193,11 @@ fn report_mode_frames_random_output_too() {
     std::fs::write(d.join("e"), &e).unwrap();
     let mut c = init_cmd(["--report", "--", "sh", "-c", "cat o; cat e >&2"], &m);
     c.current_dir(d.path());
-    let out = Running::spawn(&mut c).finish(LIMIT);
-    out.assert_code(0);
-    let so = decode(&out.stdout);
-    let se = decode(&out.stderr);
-    assert!(
-        so.invalid.is_empty() && se.invalid.is_empty(),
-        "invalid framing: stdout {} stderr {}",
-        few(&so.invalid),
-        few(&se.invalid)
-    );
+    let r = framed(Running::spawn(&mut c).finish(LIMIT));
+    r.assert_code(0);
+    // Valid framing on both streams, no record on stderr, `done` last.
+    r.assert_well_formed();
+    let (so, se) = (&r.stdout, &r.stderr);
     assert_eq!(
         briefs(&so.records),
         vec![

@@ -46,11 +46,10 @@ if ls /proc/$PPID/fd >/dev/null 2>&1; then echo listed > "$D/ls"; else echo deni
     drop_to_nobody(&mut c);
     let r = Running::spawn(&mut c);
     let init_pid = r.pid();
-    let raw = r.finish(LIMIT);
-    let so = decode(&raw.stdout);
-    assert!(so.invalid.is_empty(), "{:?}", so.invalid);
+    let run = finish_spec(r, LIMIT);
+    run.assert_well_formed();
     assert_eq!(
-        briefs(&so.records),
+        run.briefs(),
         vec![
             "start 1 #1",
             "end 1 passed code=0 #1",
@@ -59,9 +58,9 @@ if ls /proc/$PPID/fd >/dev/null 2>&1; then echo listed > "$D/ls"; else echo deni
             "done failed last=true"
         ],
         "stderr: {}",
-        raw.stderr_str()
+        run.raw.stderr_str()
     );
-    assert_eq!(raw.code, 1);
+    run.assert_code(1);
     let line = |file: &str| read_lines(&f.dir.join(file)).join("");
     assert_eq!(line("uid"), NOBODY.to_string(), "the step runs as nobody");
     assert_eq!(

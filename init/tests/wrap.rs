@@ -349,7 +349,7 @@ fn child_gets_no_extra_fds() {
 #[test]
 fn report_mode_frames_output_and_prints_records() {
     let m = Marker::new("report");
-    let out = run(
+    let r = framed(run(
         [
             "--report",
             "--",
@@ -358,20 +358,16 @@ fn report_mode_frames_output_and_prints_records() {
             r#"printf 'out\036{"v":1,"t":"end","step":"1","status":"passed","ms":1,"attempt":1}\nno-newline'; printf 'err\036' >&2; exit 5"#,
         ],
         &m,
-    );
-    out.assert_code(5);
-    let so = decode(&out.stdout);
-    let se = decode(&out.stderr);
-    assert!(
-        so.invalid.is_empty() && se.invalid.is_empty(),
-        "{so:?} {se:?}"
-    );
+    ));
+    r.assert_code(5);
+    // Valid framing on both streams, no record on stderr, `done` last.
+    r.assert_well_formed();
+    let (so, se) = (&r.stdout, &r.stderr);
     assert_eq!(
         so.output,
         b"out\x1e{\"v\":1,\"t\":\"end\",\"step\":\"1\",\"status\":\"passed\",\"ms\":1,\"attempt\":1}\nno-newline"
     );
     assert_eq!(se.output, b"err\x1e");
-    assert!(se.records.is_empty(), "records on stderr: {:?}", se.records);
     assert_eq!(
         briefs(&so.records),
         vec![
@@ -385,18 +381,18 @@ fn report_mode_frames_output_and_prints_records() {
         r => panic!("{r:?}"),
     }
 
-    let out = run(["--report", "--", "true"], &m);
-    assert_eq!(out.code, 0);
-    let so = decode(&out.stdout);
+    let r = framed(run(["--report", "--", "true"], &m));
+    r.assert_code(0);
+    r.assert_well_formed();
     assert_eq!(
-        briefs(&so.records),
+        r.briefs(),
         vec![
             "start 1 #1",
             "end 1 passed code=0 #1",
             "done passed last=true"
         ]
     );
-    assert!(so.output.is_empty());
+    assert!(r.stdout.output.is_empty());
 }
 
 #[test]
@@ -406,9 +402,10 @@ fn report_mode_timeout_is_reported() {
         ["--report", "--timeout", "200ms", "--", "sleep", "1000"],
         &m,
     );
-    out.assert_code(124);
-    let so = decode(&out.stdout);
-    let (status, _, _, reason, _) = end_of(&so.records, "1");
+    let r = framed(out);
+    r.assert_code(124);
+    r.assert_well_formed();
+    let (status, _, _, reason, _) = r.end("1");
     assert_eq!(status, Status::Timeout);
     assert!(
         reason.as_deref().unwrap_or("").contains("timed out"),

@@ -452,7 +452,7 @@ pub fn few<T: std::fmt::Debug>(v: &[T]) -> String {
     format!("{} items, first: {:?}", v.len(), &v[..v.len().min(5)])
 }
 
-/// A finished `init run`.
+/// A finished `init run` (or `init --report`), its streams decoded.
 #[derive(Debug)]
 pub struct SpecRun {
     pub code: i32,
@@ -557,8 +557,13 @@ pub fn spec_cmd(
     c
 }
 
+/// Waits (bounded by `limit`) for a started `init run` and decodes its streams.
 pub fn finish_spec(r: Running, limit: Duration) -> SpecRun {
-    let raw = r.finish(limit);
+    framed(r.finish(limit))
+}
+
+/// The streams of a finished init that frames them (`init run`, `init --report`), decoded.
+pub fn framed(raw: Out) -> SpecRun {
     SpecRun {
         code: raw.code,
         stdout: decode(&raw.stdout),
