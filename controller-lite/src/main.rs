@@ -239,7 +239,32 @@ fn finish(
     Ok(report::exit_code(r, interrupted))
 }
 
+/// A `--junit FILE` that could never be written is a usage error found before anything runs,
+/// not a failure after a passed run.
+fn check_junit(junit: Option<&Path>) -> Result<(), EngineError> {
+    let Some(j) = junit else { return Ok(()) };
+    let dir = match j.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(usage(format!(
+            "--junit {}: {} is not a directory",
+            j.display(),
+            dir.display()
+        )));
+    }
+    if j.is_dir() {
+        return Err(usage(format!("--junit {}: is a directory", j.display())));
+    }
+    Ok(())
+}
+
 fn real_main(cli: Cli) -> Result<i32, EngineError> {
+    if let Cmd::Run { junit, .. } | Cmd::Decode { junit, .. } | Cmd::Status { junit, .. } = &cli.cmd
+    {
+        check_junit(junit.as_deref())?;
+    }
     match cli.cmd {
         Cmd::Build {
             kind,

@@ -680,16 +680,19 @@ impl Parser {
             };
             let until_passed = match rm.get("until") {
                 None | Some(Value::Null) => true,
-                Some(u) => match self.condition(u, &join(&rpath, "until"))? {
-                    Condition::Passed => true,
-                    Condition::Failed => false,
-                    _ => {
-                        return Err(self.err(
-                            &join(&rpath, "until"),
-                            "stepctl supports `passed` or `failed` here",
-                        ))
+                Some(u) => {
+                    let upath = join(&rpath, "until");
+                    match self.string(u, &upath)?.trim() {
+                        "passed" => true,
+                        "failed" => false,
+                        other => {
+                            return Err(self.err(
+                                &upath,
+                                format!("expression {other:?} is not supported by stepctl (supported: passed, failed)"),
+                            ))
+                        }
                     }
-                },
+                }
             };
             st.retry = Some(Retry {
                 count,

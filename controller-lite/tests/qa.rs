@@ -231,3 +231,39 @@ fn a_closed_stdout_is_one_line_not_a_panic() {
         assert!(!err.contains("panicked"), "{cmd}: {err}");
     }
 }
+
+#[test]
+fn retry_until_lists_what_it_supports() {
+    refused(
+        "until-expression",
+        "spec:\n  steps:\n  - shell: 'true'\n    retry: {count: 3, until: self.passed}\n",
+        "spec.steps[0].retry.until: expression \"self.passed\" is not supported by stepctl (supported: passed, failed)",
+    );
+}
+
+/// `--junit` into a directory that does not exist: exit 2 before anything runs, not exit 1
+/// after a passed run.
+#[test]
+fn an_unwritable_junit_path_is_refused_before_the_run() {
+    let marker = std::env::temp_dir().join(format!("stepctl-qa-junit-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let p = workflow(
+        "junit-dir",
+        &format!(
+            "{HEAD}spec:\n  steps:\n  - shell: touch {}\n",
+            marker.display()
+        ),
+    );
+    let o = stepctl()
+        .args(["run", "--junit", "/nonexistent-dir/results.xml"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        "stepctl: --junit /nonexistent-dir/results.xml: /nonexistent-dir is not a directory"
+    );
+    assert!(!marker.exists(), "the workflow ran anyway");
+}
