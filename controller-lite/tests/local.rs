@@ -245,25 +245,19 @@ fn abort_with(sig: i32) {
     } else {
         SignalTo::ProcessOnly
     };
-    let Interrupted {
-        output: o,
-        before: seen,
-        after: rest,
-        took,
-    } = interrupt_at_line(cmd, "sleeping", Duration::from_secs(20), sig, to);
-    assert_eq!(o.status.code(), Some(130), "{seen}{rest}");
-    assert!(took < Duration::from_secs(8), "abort took {took:?}");
-    let doc: Value = serde_json::from_slice(&o.stdout).expect("JSON result after abort");
-    assert_eq!(doc["status"], "aborted", "{doc}");
-    assert_eq!(step(&doc, &["first"])["status"], "passed");
-    assert_eq!(step(&doc, &["sleeper"])["status"], "aborted", "{doc}");
-    assert_eq!(step(&doc, &["never"])["status"], "skipped");
+    let run = interrupt_at_line(cmd, "sleeping", Duration::from_secs(20), sig, to);
+    assert!(
+        run.took < Duration::from_secs(8),
+        "abort took {:?}",
+        run.took
+    );
+    let doc = assert_aborted_at_the_sleeper(&run);
     assert_eq!(
         step(&doc, &["after"])["status"],
         "skipped",
         "abort skips even `after`"
     );
-    assert!(!rest.contains("must not run"));
+    assert!(!run.after.contains("must not run"));
     // The sleep did not survive stepctl.
     let pid: i32 = std::fs::read_to_string(&pidfile)
         .unwrap()

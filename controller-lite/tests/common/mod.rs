@@ -184,3 +184,17 @@ pub fn interrupt_at_line(
         took: sent.elapsed(),
     }
 }
+
+/// The JSON result of a sleeper workflow (`first` passes, `sleeper` runs until interrupted,
+/// `never` would run next) interrupted while `sleeper` ran: stepctl exited 130 and the result
+/// says aborted, `first` passed, `sleeper` aborted, `never` skipped. Returns the result.
+pub fn assert_aborted_at_the_sleeper(run: &Interrupted) -> Value {
+    let (o, before, after) = (&run.output, &run.before, &run.after);
+    assert_eq!(o.status.code(), Some(130), "{before}{after}");
+    let doc: Value = serde_json::from_slice(&o.stdout).expect("JSON result after abort");
+    assert_eq!(doc["status"], "aborted", "{doc}\n{after}");
+    assert_eq!(step(&doc, &["first"])["status"], "passed");
+    assert_eq!(step(&doc, &["sleeper"])["status"], "aborted", "{doc}");
+    assert_eq!(step(&doc, &["never"])["status"], "skipped");
+    doc
+}
