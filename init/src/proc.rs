@@ -23,8 +23,9 @@ use stepinit_protocol::{Framer, Record};
 /// Size of the relay buffer: output memory stays bounded whatever the step prints.
 const RELAY_BUF: usize = 64 * 1024;
 
-/// How long output pipes may stay open (without data) once the step's whole tree is gone.
-const ORPHAN_PIPE_MS: i32 = 1000;
+/// How long output pipes may stay open once the step's whole tree is gone (a process outside it
+/// may hold one): data still comes through until then, then we stop reading.
+const ORPHAN_PIPE_MS: u64 = 1000;
 
 /// What a step is started with; every pointer is prepared before fork (the child allocates nothing).
 pub struct Launch<'a> {
@@ -88,7 +89,8 @@ struct Stream {
 pub struct Child {
     pub pid: Pid,
     main_code: Option<i32>,
-    gone: bool,
+    /// Monotonic ms at which `waitpid` said ECHILD: nothing is left of the tree.
+    gone_at: Option<u64>,
     stop: Stop,
     grace_ms: u64,
     /// Its stdout/stderr are relayed by us: a SIGPIPE we get is about our own stdout, and stays
@@ -329,7 +331,7 @@ impl Supervisor {
         Ok(Child {
             pid,
             main_code: None,
-            gone: false,
+            gone_at: None,
             stop: Stop::Idle,
             grace_ms,
             relayed: l.relay,
@@ -370,7 +372,7 @@ impl Supervisor {
             if let Some(s) = self.interrupt.take() {
                 return Wake::Interrupt(s);
             }
-            if c.gone && c.streams.is_empty() {
+            if c.gone_at.is_some() && c.streams.is_empty() {
                 return Wake::Gone(c.main_code.unwrap_or(255));
             }
             let now = sys::now_ms();
@@ -396,14 +398,21 @@ impl Supervisor {
             }
             // While the tree is alive we also wait for SIGCHLD; once it is gone, only for EOF,
             // which comes at once unless a process outside our tree holds a pipe (a step could
-            // pass its stdout over a unix socket): that one gets a second, then we stop reading.
-            let timeout = if c.gone {
-                ORPHAN_PIPE_MS
-            } else {
-                until.map_or(-1, |u| (u - now).min(i32::MAX as u64) as i32)
-            };
+            // pass its stdout over a unix socket): that one gets a second in all, data or not.
+            let gone = c.gone_at.is_some();
+            if let Some(t) = c.gone_at {
+                let end = t.saturating_add(ORPHAN_PIPE_MS);
+                if now >= end {
+                    for s in c.streams.drain(..) {
+                        sys::close(s.fd);
+                    }
+                    continue;
+                }
+                until = Some(end);
+            }
+            let timeout = until.map_or(-1, |u| u.saturating_sub(now).min(i32::MAX as u64) as i32);
             let mut n = 0;
-            if !c.gone {
+            if !gone {
                 pfds[0].fd = self.sfd;
                 n = 1;
             }
@@ -420,23 +429,17 @@ impl Supervisor {
             }
             // SAFETY: pfds[..n] are valid pollfds.
             let r = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, timeout) };
-            if r == 0 && c.gone {
-                for s in c.streams.drain(..) {
-                    sys::close(s.fd);
-                }
-                continue;
-            }
             if r <= 0 {
                 continue;
             }
-            let first_stream = if c.gone { 0 } else { 1 };
+            let first_stream = if gone { 0 } else { 1 };
             // Output first, so a step's last bytes are relayed before its end is reported.
             for i in (first_stream..n).rev() {
                 if pfds[i].revents != 0 {
                     self.relay(c, i - first_stream);
                 }
             }
-            if !c.gone && pfds[0].revents != 0 {
+            if !gone && pfds[0].revents != 0 {
                 self.on_signals(c);
             }
         }
@@ -482,7 +485,7 @@ impl Supervisor {
                 sys::Reaped::Child(..) => {}
                 sys::Reaped::None => break,
                 sys::Reaped::NoChildren => {
-                    c.gone = true;
+                    c.gone_at = Some(sys::now_ms());
                     return;
                 }
             }
@@ -499,7 +502,7 @@ impl Supervisor {
     /// Step 4 of the module doc: `sig` (SIGTERM, or the SIGINT received) now, SIGKILL after the
     /// grace. Idempotent.
     pub fn stop(&mut self, c: &mut Child, sig: i32) {
-        if c.stop != Stop::Idle || c.gone {
+        if c.stop != Stop::Idle || c.gone_at.is_some() {
             return;
         }
         // Each gets the signal, then SIGCONT: a stopped process could not act on it before the
@@ -894,6 +897,44 @@ mod tests {
             eprintln!("{w:?}");
             i32::from(w != Wake::Gone(0))
         });
+        assert_eq!(code, 0);
+    }
+
+    #[test]
+    fn a_process_outside_the_tree_cannot_keep_the_step_alive_by_writing() {
+        let pidfile =
+            std::env::temp_dir().join(format!("stepinit-outsider-{}", std::process::id()));
+        let _ = std::fs::remove_file(&pidfile);
+        let p = pidfile.display();
+        // Outside our tree (double fork, before we are a subreaper): it opens the step's stdout
+        // through /proc and writes a line every 200 ms for 10 s.
+        let outsider = format!(
+            "while [ ! -s {p} ]; do sleep 0.02; done; exec >/proc/$(cat {p})/fd/1; \
+             i=0; while [ $i -lt 50 ]; do echo x || exit; sleep 0.2; i=$((i+1)); done"
+        );
+        let code = isolated(|| {
+            if unsafe { libc::fork() } == 0 {
+                if unsafe { libc::fork() } == 0 {
+                    let (path, argv_c) = sh(&outsider);
+                    let argv: Vec<_> = argv_c
+                        .iter()
+                        .map(|c| c.as_ptr())
+                        .chain([std::ptr::null()])
+                        .collect();
+                    unsafe { libc::execv(path.as_ptr(), argv.as_ptr()) };
+                }
+                unsafe { libc::_exit(0) }
+            }
+            unsafe { libc::wait(std::ptr::null_mut()) };
+            let mut sup = Supervisor::new().unwrap();
+            let t0 = sys::now_ms();
+            let script = format!("echo $$ > {p}; sleep 0.6");
+            let w = run_sh(&mut sup, &script, 100, None);
+            let took = sys::now_ms() - t0;
+            eprintln!("{w:?} after {took} ms");
+            i32::from(!(w == Wake::Gone(0) && took < 3000))
+        });
+        let _ = std::fs::remove_file(&pidfile);
         assert_eq!(code, 0);
     }
 
