@@ -553,9 +553,6 @@ mod tests {
         );
     }
 
-    /// Linux's PIPE_BUF: a write() of at most this many bytes lands on a pipe whole.
-    const PIPE_BUF: usize = 4096;
-
     #[test]
     fn every_framed_record_fits_one_atomic_pipe_write() {
         // The worst the init can be given: a 256-byte id of control bytes (each escaped to six
@@ -583,7 +580,8 @@ mod tests {
             let _ = f.user_bytes(b"mid-line", &mut scratch);
             let mut out = Vec::new();
             f.record(&r, &mut out);
-            assert!(out.len() < PIPE_BUF, "{} bytes", out.len());
+            // Under 3 KiB, as the README says: well below PIPE_BUF.
+            assert!(out.len() < 3 * 1024, "{} bytes", out.len());
             // Cut at a character boundary: still valid JSON and UTF-8, a prefix plus "...".
             let json = &out[3..out.len() - 1];
             let Ok(Some(
