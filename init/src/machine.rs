@@ -221,7 +221,9 @@ struct Running {
     stopping: Stopping,
 }
 
-/// Spec mode's sequencing for the init of container `group`.
+/// Spec mode's sequencing for the init of container `group`. Node indexes only come from the
+/// tree built in [`Machine::new`], and `st` has one entry per node (a loaded state of another
+/// length is refused), so the indexing below cannot panic.
 #[derive(Debug, Clone)]
 pub struct Machine {
     nodes: Vec<Node>,
