@@ -12,7 +12,7 @@ pub mod wrap;
 
 use std::ffi::OsString;
 
-/// Runs the init's CLI in-process; `args` is argv without argv[0]. Returns the exit code.
+/// Runs the init's CLI in-process; `args` is argv without `argv[0]`. Returns the exit code.
 pub fn cli_main(args: Vec<OsString>) -> i32 {
     match args.first().map(|a| a.as_encoded_bytes()) {
         Some(b"run") => run::run(&args[1..]),
