@@ -211,19 +211,7 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Vec<Value
     for c in &mut spec.containers {
         c.working_dir = Some(WORKSPACE_DIR.into());
     }
-    let spec_json = serde_json::to_string(&spec).expect("spec serializes");
     let vols = volume_names(o);
-    let cm_name = format!("{}-spec", o.name);
-    let cm = ConfigMap {
-        api_version: "v1",
-        kind: "ConfigMap",
-        metadata: Meta {
-            name: cm_name.clone(),
-            labels: labels(&plan.name),
-            annotations: BTreeMap::new(),
-        },
-        data: BTreeMap::from([("spec.json".to_string(), spec_json)]),
-    };
     let setup_sc = setup_security_context(wf.container.security_context.as_ref(), o.restricted)?;
     let setup = Container {
         name: SETUP_NAME.into(),
@@ -240,11 +228,31 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Vec<Value
         security_context: setup_sc,
         volume_mounts: mounts(&vols, &[]),
     };
+    // A uid the pod's own securityContext (spec.pod) gives every container.
+    let pod_uid = wf
+        .pod
+        .as_ref()
+        .and_then(|p| p.get("securityContext")?.get("runAsUser")?.as_u64());
     let mut groups = Vec::new();
     for (i, c) in plan.containers.iter().enumerate() {
         let mut sc = c.config.security_context.clone();
         if o.restricted {
-            sc = Some(restrict(sc, &c.name)?);
+            let mut r = restrict(sc, &c.name)?;
+            // The kubelet refuses runAsNonRoot when the image runs as root or names its user
+            // (a name cannot be verified): such containers run as the restricted uid/gid, the
+            // group of the pod's fsGroup, and setup prepares the workspace for that uid.
+            if !r.contains_key("runAsUser")
+                && c.run_as_user.is_none_or(|u| u == 0)
+                && pod_uid.is_none()
+            {
+                r.insert("runAsUser".into(), json!(RESTRICTED_UID));
+                spec.containers[i].run_as_user = Some(RESTRICTED_UID);
+                if !r.contains_key("runAsGroup") {
+                    r.insert("runAsGroup".into(), json!(RESTRICTED_UID));
+                    spec.containers[i].run_as_group = Some(RESTRICTED_UID);
+                }
+            }
+            sc = Some(r);
         }
         groups.push(Container {
             name: c.name.clone(),
@@ -264,6 +272,18 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Vec<Value
             volume_mounts: mounts(&vols, &c.config.volume_mounts),
         });
     }
+    let spec_json = serde_json::to_string(&spec).expect("spec serializes");
+    let cm_name = format!("{}-spec", o.name);
+    let cm = ConfigMap {
+        api_version: "v1",
+        kind: "ConfigMap",
+        metadata: Meta {
+            name: cm_name.clone(),
+            labels: labels(&plan.name),
+            annotations: BTreeMap::new(),
+        },
+        data: BTreeMap::from([("spec.json".to_string(), spec_json)]),
+    };
     let last = groups
         .pop()
         .ok_or_else(|| err("spec.steps", "no containers"))?;
@@ -439,6 +459,57 @@ mod tests {
                 unique_volumes: false,
             },
         )
+    }
+
+    /// The kubelet refuses to start a `runAsNonRoot` container whose image runs as root or names
+    /// its user (it cannot verify a name): under --restricted such containers get a uid.
+    #[test]
+    fn restricted_containers_without_a_known_non_root_uid_get_one() {
+        let yaml = "kind: TestWorkflow\nmetadata: {name: t}\nspec:\n  steps:\n  - shell: a\n  - shell: b\n    container: {securityContext: {runAsUser: 1001}}\n";
+        let wf = crate::workflow::parse("t.yaml", yaml).unwrap();
+        let mut plan = crate::plan::plan(&wf, None).unwrap();
+        // As fill_users leaves them: the first image declares no USER (root).
+        plan.containers[0].run_as_user = Some(0);
+        let o = BuildOptions {
+            kind: Kind::Pod,
+            restricted: true,
+            init_image: DEFAULT_INIT_IMAGE.into(),
+            name: "t".into(),
+            annotations: BTreeMap::new(),
+            unique_volumes: false,
+        };
+        for unknown in [false, true] {
+            if unknown {
+                plan.containers[0].run_as_user = None;
+            }
+            let objs = objects(&wf, &plan, &o).unwrap();
+            let inits = objs[1]["spec"]["initContainers"].as_array().unwrap();
+            let sc = &inits[1]["securityContext"];
+            assert_eq!(sc["runAsUser"], RESTRICTED_UID, "{sc}");
+            assert_eq!(sc["runAsGroup"], RESTRICTED_UID, "{sc}");
+            // The workflow's own uid is kept.
+            let last = &objs[1]["spec"]["containers"][0]["securityContext"];
+            assert_eq!(last["runAsUser"], 1001, "{last}");
+            assert_eq!(last.get("runAsGroup"), None, "{last}");
+            // Setup prepares the workspace for the uid the container really gets.
+            let spec: stepinit_protocol::Spec =
+                serde_json::from_str(objs[0]["data"]["spec.json"].as_str().unwrap()).unwrap();
+            assert_eq!(spec.containers[0].run_as_user, Some(RESTRICTED_UID));
+            assert_eq!(spec.containers[0].run_as_group, Some(RESTRICTED_UID));
+            assert_eq!(spec.containers[1].run_as_user, Some(1001));
+        }
+        // Without --restricted nothing is added.
+        let objs = objects(
+            &wf,
+            &plan,
+            &BuildOptions {
+                restricted: false,
+                ..o
+            },
+        )
+        .unwrap();
+        let inits = objs[1]["spec"]["initContainers"].as_array().unwrap();
+        assert_eq!(inits[1]["securityContext"], Value::Null);
     }
 
     #[test]

@@ -267,3 +267,41 @@ fn an_unwritable_junit_path_is_refused_before_the_run() {
     );
     assert!(!marker.exists(), "the workflow ran anyway");
 }
+
+/// `--restricted` with the default image (no USER: root): the kubelet would refuse
+/// `runAsNonRoot` for it, so its containers run as the restricted uid; on podman (which does
+/// not check runAsNonRoot) the steps see that uid and share the workspace without 1777.
+#[test]
+fn restricted_runs_images_without_a_user_as_the_restricted_uid_on_podman() {
+    let p = workflow(
+        "restricted-default-image",
+        &format!(
+            "{HEAD}spec:\n  container: {{workingDir: /data}}\n  steps:\n  - shell: id -u; touch made-by-first\n  - shell: id -u; test -w made-by-first\n"
+        ),
+    );
+    let o = stepctl()
+        .args([
+            "run",
+            "--engine",
+            "podman",
+            "--restricted",
+            "--output",
+            "json",
+        ])
+        .arg(&p)
+        .env(
+            "CONTAINERS_CONF",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/podman/containers.conf"
+            ),
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(err.matches("\n65532\n").count(), 2, "{err}");
+    assert!(!err.contains("/data: cannot chown"), "{err}");
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["status"], "passed", "{doc}");
+}
