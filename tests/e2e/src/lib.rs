@@ -338,20 +338,20 @@ pub struct CtrState {
     pub exit_code: i32,
 }
 
-/// The container's state, or `None` when podman does not know it (yet).
-pub fn try_inspect(name: &str) -> Option<CtrState> {
-    let o = podman([
+/// `podman inspect` arguments for "STATUS EXIT_CODE" of a container.
+fn state_args(name: &str) -> [&str; 6] {
+    [
         "inspect",
         "--type",
         "container",
         "--format",
         "{{.State.Status}} {{.State.ExitCode}}",
         name,
-    ]);
-    if !o.status.success() {
-        return None;
-    }
-    let out = String::from_utf8_lossy(&o.stdout);
+    ]
+}
+
+/// Parses "STATUS EXIT_CODE" as `podman inspect` prints it.
+fn parse_state(out: &str) -> Option<CtrState> {
     let mut it = out.split_whitespace();
     Some(CtrState {
         status: it.next()?.to_string(),
@@ -359,22 +359,19 @@ pub fn try_inspect(name: &str) -> Option<CtrState> {
     })
 }
 
+/// The container's state, or `None` when podman does not know it (yet).
+pub fn try_inspect(name: &str) -> Option<CtrState> {
+    let o = podman(state_args(name));
+    if !o.status.success() {
+        return None;
+    }
+    parse_state(&String::from_utf8_lossy(&o.stdout))
+}
+
+/// The container's state; panics (with podman's stderr) when podman does not know it.
 pub fn inspect(name: &str) -> CtrState {
-    let out = podman_ok([
-        "inspect",
-        "--type",
-        "container",
-        "--format",
-        "{{.State.Status}} {{.State.ExitCode}}",
-        name,
-    ]);
-    let mut it = out.split_whitespace();
-    let status = it.next().unwrap_or_default().to_string();
-    let exit_code = it
-        .next()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("cannot parse podman inspect output {out:?}"));
-    CtrState { status, exit_code }
+    let out = podman_ok(state_args(name));
+    parse_state(&out).unwrap_or_else(|| panic!("cannot parse podman inspect output {out:?}"))
 }
 
 /// Polls (tests may poll; the init never does) until `cond` holds, panicking after `limit`.
@@ -674,14 +671,7 @@ impl Pod {
         let mut s = format!("pod {}:\n", self.name);
         for c in &self.containers {
             let o = podman(["logs", c]);
-            let st = podman([
-                "inspect",
-                "--type",
-                "container",
-                "--format",
-                "{{.State.Status}} {{.State.ExitCode}}",
-                c,
-            ]);
+            let st = podman(state_args(c));
             s.push_str(&format!(
                 "--- {c}: {}stdout: {}\nstderr: {}\n",
                 String::from_utf8_lossy(&st.stdout),
