@@ -303,7 +303,7 @@ impl Sink {
                     self.invalid.push(reason);
                     self.collector
                         .notes
-                        .push(format!("log framing: {reason} ({stream:?})"));
+                        .push(format!("log framing of {}: {reason}", stream.as_str()));
                 }
             }
         }
@@ -334,6 +334,15 @@ pub fn start_ticker(sink: &Arc<Mutex<Sink>>) {
 pub enum Stream {
     Stdout,
     Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
 }
 
 /// Decodes one stream of one container.

@@ -305,3 +305,24 @@ fn restricted_runs_images_without_a_user_as_the_restricted_uid_on_podman() {
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(doc["status"], "passed", "{doc}");
 }
+
+/// A note about corrupt framing names the stream as a user reads it (not a Rust enum).
+#[test]
+fn decode_notes_name_the_stream_in_plain_words() {
+    let mut child = stepctl()
+        .args(["decode", "--output", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"out\n\x1e\x01\n").unwrap();
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(1), "{doc}");
+    assert_eq!(
+        doc["notes"][0], "log framing of stdout: marker followed by an unknown byte",
+        "{doc}"
+    );
+}
