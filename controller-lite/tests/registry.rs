@@ -1057,12 +1057,22 @@ fn token_registry(
     (server, reg)
 }
 
+/// A registry trusting a token service that signs with a trusted key (in a new directory `tag`);
+/// the service asks for credentials if `require_credentials`.
+fn trusted_token_registry(
+    tag: &str,
+    require_credentials: bool,
+) -> (&'static Fixture, PathBuf, TokenServer, Registry) {
+    let f = fixture();
+    let dir = tmpdir(tag);
+    let (signer, cert) = make_signer(&dir, "token");
+    let (server, reg) = token_registry(f, signer, &cert, require_credentials);
+    (f, dir, server, reg)
+}
+
 #[test]
 fn bearer_token_flow_with_credentials() {
-    let f = fixture();
-    let dir = tmpdir("bearer");
-    let (signer, cert) = make_signer(&dir, "token");
-    let (server, reg) = token_registry(f, signer, &cert, true);
+    let (f, dir, server, reg) = trusted_token_registry("bearer", true);
     let image = reg.image("team/app:multi");
 
     // No credentials: the token service refuses an anonymous token.
@@ -1103,10 +1113,7 @@ fn bearer_token_flow_with_credentials() {
 
 #[test]
 fn bearer_token_flow_anonymous() {
-    let f = fixture();
-    let dir = tmpdir("bearer-anon");
-    let (signer, cert) = make_signer(&dir, "token");
-    let (server, reg) = token_registry(f, signer, &cert, false);
+    let (f, _dir, server, reg) = trusted_token_registry("bearer-anon", false);
     let c = client(None, None);
     let got = c
         .config(&reg.image("team/app:amd64"), &platform("linux/amd64"))
