@@ -326,3 +326,22 @@ fn decode_notes_name_the_stream_in_plain_words() {
         "{doc}"
     );
 }
+
+/// A workflow written for an image (`node:20`, `npm test`) fails locally with the host's
+/// programs; stepctl says once, up front, that images are not used here.
+#[test]
+fn the_local_engine_says_which_images_it_ignores() {
+    let p = workflow(
+        "images-ignored",
+        &format!(
+            "{HEAD}spec:\n  container: {{image: 'docker.io/library/node:20'}}\n  steps:\n  - shell: 'true'\n  - run: {{image: 'alpine:3.20', shell: 'true'}}\n  - run: {{image: 'alpine:3.20', shell: 'true'}}\n"
+        ),
+    );
+    let o = stepctl().arg("run").arg(&p).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        "stepctl: warning: the local engine runs steps with this host's programs; images ignored: docker.io/library/node:20, alpine:3.20 (use --engine podman to run them)"
+    );
+}

@@ -102,6 +102,18 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<(RunResult, bool), EngineEr
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| io("cannot set permissions", e))?;
     }
+    let mut images: Vec<&str> = Vec::new();
+    for c in &plan.containers {
+        if c.image != crate::plan::DEFAULT_IMAGE && !images.contains(&c.image.as_str()) {
+            images.push(&c.image);
+        }
+    }
+    if !images.is_empty() {
+        eprintln!(
+            "stepctl: warning: the local engine runs steps with this host's programs; images ignored: {} (use --engine podman to run them)",
+            images.join(", ")
+        );
+    }
     let as_root = unsafe { libc::geteuid() } == 0;
     let (spec, warnings) = local_spec(plan, &ws, as_root);
     for w in warnings {
