@@ -217,7 +217,6 @@ enum Stopping {
 #[derive(Debug, Clone)]
 struct Running {
     node: usize,
-    own_deadline: Option<u64>,
     stopping: Stopping,
 }
 
@@ -406,32 +405,16 @@ impl Machine {
                     return out;
                 }
                 let node = r.node;
-                let own = r.own_deadline;
-                let reason = if own.is_some_and(|d| now >= d) {
-                    format!(
-                        "timed out after {}",
-                        fmt_ms(self.nodes[node].timeout_ms.unwrap_or(0))
-                    )
-                } else {
-                    // An enclosing group's deadline: the outermost one that fired names it.
-                    let mut g = self.nodes[node].parent;
-                    let mut reason = String::from("timed out");
-                    loop {
-                        if self.st[g].deadline_ms.is_some_and(|d| now >= d) {
-                            self.st[g].timed_out = true;
-                            reason = format!(
-                                "group {} timed out after {}",
-                                self.nodes[g].id,
-                                fmt_ms(self.nodes[g].timeout_ms.unwrap_or(0))
-                            );
-                        }
-                        if g == 0 {
-                            break;
-                        }
-                        g = self.nodes[g].parent;
-                    }
-                    reason
+                // An enclosing group whose deadline passed (also at the same instant as the
+                // leaf's own) is marked timed out and names the reason.
+                let (who, ms) = match self.timed_out_scope(node, now) {
+                    Some(g) => (
+                        format!("group {} ", self.nodes[g].id),
+                        self.nodes[g].timeout_ms,
+                    ),
+                    None => (String::new(), self.nodes[node].timeout_ms),
                 };
+                let reason = format!("{who}timed out after {}", fmt_ms(ms.unwrap_or(0)));
                 if let Some(r) = self.running.as_mut() {
                     r.stopping = Stopping::Timeout(reason);
                 }
@@ -491,7 +474,7 @@ impl Machine {
                     && attempt <= count
                     && status != Status::Aborted
                     && !self.aborted
-                    && !self.scope_timed_out(i, now)
+                    && self.timed_out_scope(i, now).is_none()
             }
             None => false,
         };
@@ -554,18 +537,19 @@ impl Machine {
         })
     }
 
-    /// Whether an enclosing group's deadline has passed (marking those groups timed out).
-    fn scope_timed_out(&mut self, i: usize, now: u64) -> bool {
-        let mut any = false;
+    /// The outermost enclosing group of `i` whose deadline has passed, if any; every such group
+    /// is marked timed out.
+    fn timed_out_scope(&mut self, i: usize, now: u64) -> Option<usize> {
+        let mut outermost = None;
         let mut g = i;
         while g != 0 {
             g = self.nodes[g].parent;
             if self.st[g].deadline_ms.is_some_and(|d| now >= d) {
                 self.st[g].timed_out = true;
-                any = true;
+                outermost = Some(g);
             }
         }
-        any
+        outermost
     }
 
     fn scope_failed(&self, i: usize) -> bool {
@@ -629,8 +613,7 @@ impl Machine {
         let Some(leaf) = n.leaf.as_ref() else {
             return;
         };
-        let own_deadline = n.timeout_ms.map(|t| now.saturating_add(t));
-        let mut deadline = own_deadline;
+        let mut deadline = n.timeout_ms.map(|t| now.saturating_add(t));
         let mut g = i;
         while g != 0 {
             g = self.nodes[g].parent;
@@ -676,7 +659,6 @@ impl Machine {
         s.started_ms = now;
         self.running = Some(Running {
             node: i,
-            own_deadline,
             stopping: Stopping::No,
         });
     }
@@ -766,7 +748,7 @@ impl Machine {
                         Some(format!(
                             "container {last_container} ended before this step ran"
                         ))
-                    } else if self.scope_timed_out(i, now) {
+                    } else if self.timed_out_scope(i, now).is_some() {
                         Some("an enclosing group timed out".to_string())
                     } else {
                         let failed = self.scope_failed(i);
@@ -1157,6 +1139,13 @@ mod tests {
                 {"id":"g","timeoutMs":25,"condition":"always","steps":[{"command":["hang"],"timeoutMs":10,"retry":{"count":5},"condition":"always"}]}]}"#,
                 "S:1#1 E:1=timeout/143#1 S:1#2 E:1=timeout/143#2 S:g#1 S:g.1#1 \
                  E:g.1=timeout/143#1 S:g.1#2 E:g.1=timeout/143#2 E:g=timeout#1 D=failed!",
+                EXIT_FAILED,
+            ),
+            (
+                "a leaf and its group reaching their deadlines at once: the group timed out",
+                r#"{"version":1,"steps":[
+                {"id":"g","timeoutMs":100,"steps":[{"command":["hang"],"timeoutMs":100}]}]}"#,
+                "S:g#1 S:g.1#1 E:g.1=timeout/143#1 E:g=timeout#1 D=failed!",
                 EXIT_FAILED,
             ),
             (
