@@ -185,7 +185,12 @@ fn derived_name(s: &Step, argv: &[String]) -> String {
     } else {
         "group".to_string()
     };
-    let mut out: String = text.chars().take(60).collect();
+    // A name is one line of text in reports: control bytes of the script are not printed raw.
+    let mut out: String = text
+        .chars()
+        .take(60)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
     if out.len() < text.len() {
         out.push('…');
     }

@@ -617,6 +617,16 @@ impl Parser {
         if st
             .name
             .as_ref()
+            .is_some_and(|n| n.chars().any(char::is_control))
+        {
+            return Err(self.err(
+                &join(path, "name"),
+                "must be one line without control characters",
+            ));
+        }
+        if st
+            .name
+            .as_ref()
             .is_some_and(|n| n.len() > stepinit_protocol::spec::MAX_ID_LEN)
         {
             return Err(self.err(

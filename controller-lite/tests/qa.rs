@@ -345,3 +345,28 @@ fn the_local_engine_says_which_images_it_ignores() {
         "stepctl: warning: the local engine runs steps with this host's programs; images ignored: docker.io/library/node:20, alpine:3.20 (use --engine podman to run them)"
     );
 }
+
+/// Names are single lines in the live output and the table: a `name: |` block (trailing
+/// newline) or a control byte is refused; a name derived from a script never prints one raw.
+#[test]
+fn names_stay_on_one_line() {
+    refused(
+        "name-newline",
+        "spec:\n  steps:\n  - name: |\n      build\n    shell: 'true'\n",
+        "spec.steps[0].name: must be one line without control characters",
+    );
+    let p = workflow(
+        "derived-control",
+        &format!("{HEAD}spec:\n  steps:\n  - shell: \"printf 'a\\x1bb'\"\n"),
+    );
+    let o = stepctl()
+        .args(["run", "--output", "json"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(0), "{doc}");
+    let name = doc["steps"][0]["name"].as_str().unwrap();
+    // The script holds an ESC byte (YAML `\x1b` in double quotes): shown as U+FFFD.
+    assert_eq!(name, "printf 'a\u{fffd}b'", "{name:?}");
+}
