@@ -370,3 +370,34 @@ fn names_stay_on_one_line() {
     // The script holds an ESC byte (YAML `\x1b` in double quotes): shown as U+FFFD.
     assert_eq!(name, "printf 'a\u{fffd}b'", "{name:?}");
 }
+
+/// An image podman cannot pull: the run fails (exit 1) and the first note is podman's reason,
+/// on one line (not its pull retries).
+#[test]
+fn a_missing_image_on_podman_is_one_note_with_podmans_reason() {
+    let p = workflow(
+        "missing-image",
+        &format!(
+            "{HEAD}spec:\n  steps:\n  - shell: echo first\n  - run: {{image: 'localhost/stepinit/qa-no-such-image:1', shell: 'true'}}\n"
+        ),
+    );
+    let o = stepctl()
+        .args(["run", "--engine", "podman", "--output", "json"])
+        .arg(&p)
+        .env(
+            "CONTAINERS_CONF",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/podman/containers.conf"
+            ),
+        )
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(1), "{doc}");
+    assert_eq!(doc["status"], "failed", "{doc}");
+    let first = doc["notes"][0].as_str().unwrap_or_default();
+    assert!(first.starts_with("podman kube play failed: "), "{doc}");
+    assert!(first.contains("qa-no-such-image:1"), "{doc}");
+    assert!(!first.contains('\n'), "{first}");
+}

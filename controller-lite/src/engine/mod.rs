@@ -125,7 +125,7 @@ pub fn relay(mut child: Child, sink: &Arc<Mutex<Sink>>) -> std::io::Result<ExitS
 }
 
 /// The run's result from what the sink collected: the status line erased, the output flushed,
-/// `notes` (the engine's own problems) appended.
+/// `notes` (the engine's own problems, usually the cause of what the logs lack) first.
 pub fn collect(
     sink: &Mutex<Sink>,
     name: &str,
@@ -137,7 +137,7 @@ pub fn collect(
     g.end_progress();
     g.flush();
     let mut r = g.collector.result(name, interrupted, Some(wall_ms));
-    r.notes.extend(notes);
+    r.notes.splice(0..0, notes);
     r
 }
 

@@ -228,7 +228,14 @@ pub fn run(
         let _ = e.read_to_string(&mut play_err);
     }
     if play_status.is_some_and(|s| !s.success()) && !signals::interrupted() {
-        notes.push(format!("podman kube play: {}", play_err.trim()));
+        // Its last line says why (the lines before are pull retries and warnings).
+        let why = play_err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no message")
+            .trim();
+        notes.insert(0, format!("podman kube play failed: {why}"));
     }
     let interrupted = signals::interrupted();
     let result = collect(&sink, &plan.name, interrupted, wall, notes);
