@@ -26,6 +26,8 @@ pub const WORKSPACE_DIR: &str = "/data";
 pub const SETUP_NAME: &str = "stepinit-setup";
 /// uid/gid of the setup container under `--restricted` (the init image has no USER).
 pub const RESTRICTED_UID: u32 = 65532;
+/// The most a ConfigMap's data may hold (the API server refuses more).
+pub const MAX_CONFIGMAP_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
@@ -273,6 +275,15 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Vec<Value
         });
     }
     let spec_json = serde_json::to_string(&spec).expect("spec serializes");
+    if spec_json.len() > MAX_CONFIGMAP_BYTES {
+        return Err(err(
+            "spec",
+            format!(
+                "the generated spec.json is {} bytes, more than a ConfigMap holds ({MAX_CONFIGMAP_BYTES}): shorten the scripts or split the workflow",
+                spec_json.len()
+            ),
+        ));
+    }
     let cm_name = format!("{}-spec", o.name);
     let cm = ConfigMap {
         api_version: "v1",
@@ -531,6 +542,22 @@ mod tests {
         let cm_spec: stepinit_protocol::Spec =
             serde_json::from_str(o[0]["data"]["spec.json"].as_str().unwrap()).unwrap();
         assert_eq!(cm_spec.container_count(), 2);
+    }
+
+    #[test]
+    fn a_spec_too_big_for_a_configmap_is_refused() {
+        let big = "x".repeat(MAX_CONFIGMAP_BYTES);
+        let e = build(
+            &format!("kind: TestWorkflow\nmetadata: {{name: t}}\nspec:\n  steps:\n  - shell: echo {big}\n"),
+            Kind::Pod,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "spec");
+        assert!(
+            e.message.contains("more than a ConfigMap holds (1048576)"),
+            "{e}"
+        );
     }
 
     #[test]
