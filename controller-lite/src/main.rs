@@ -100,7 +100,7 @@ enum Cmd {
         /// Seconds a stopped pod gets between SIGTERM and SIGKILL on Ctrl-C.
         #[arg(long, default_value_t = 10)]
         grace: u64,
-        /// The TestWorkflow YAML file.
+        /// The TestWorkflow YAML file (`-`: standard input).
         workflow: PathBuf,
     },
     /// Decode raw container logs from stdin (podman logs / kubectl logs, with or without
@@ -347,6 +347,11 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
             name,
         } => {
             let (collector, name) = match &workflow {
+                Some(w) if w.as_os_str() == "-" => {
+                    return Err(usage(
+                        "--workflow -: standard input carries the logs; give a file",
+                    ))
+                }
                 Some(w) => {
                     let wf = load(w)?;
                     let p = make_plan(&wf, ImagesFrom::None, false)?;

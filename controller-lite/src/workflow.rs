@@ -302,9 +302,21 @@ pub fn parse(file: &str, text: &str) -> R<Workflow> {
 }
 
 /// Reads and parses a workflow file.
+/// `-` reads standard input (`kubectl get testworkflow x -o yaml | stepctl run -`), named
+/// `<stdin>` in messages.
 pub fn load(path: &std::path::Path) -> R<Workflow> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| WorkflowError {
+    let stdin = path.as_os_str() == "-";
+    let file = if stdin {
+        "<stdin>".to_string()
+    } else {
+        path.display().to_string()
+    };
+    let read = if stdin {
+        std::io::read_to_string(std::io::stdin().lock())
+    } else {
+        std::fs::read_to_string(path)
+    };
+    let text = read.map_err(|e| WorkflowError {
         file: file.clone(),
         path: String::new(),
         message: format!("cannot read: {e}"),

@@ -401,3 +401,35 @@ fn a_missing_image_on_podman_is_one_note_with_podmans_reason() {
     assert!(first.contains("qa-no-such-image:1"), "{doc}");
     assert!(!first.contains('\n'), "{first}");
 }
+
+/// `kubectl get testworkflow x -o yaml | stepctl run -`: the workflow from standard input.
+#[test]
+fn a_workflow_from_standard_input() {
+    let run = |yaml: &str| {
+        let mut child = stepctl()
+            .args(["run", "--output", "json", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), yaml.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    };
+    let o = run(&format!("{HEAD}spec:\n  steps:\n  - shell: 'true'\n"));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["name"], "qa");
+    let o = run(&format!("{HEAD}spec:\n  steps: 3\n"));
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim_end(),
+        "stepctl: <stdin>: spec.steps: must be a list of steps, found a number"
+    );
+}
