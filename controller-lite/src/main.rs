@@ -97,7 +97,8 @@ enum Cmd {
         /// podman/kubernetes: make every container pass the `restricted` profile.
         #[arg(long)]
         restricted: bool,
-        /// Seconds a stopped pod gets between SIGTERM and SIGKILL on Ctrl-C.
+        /// Seconds a stopped pod gets between SIGTERM and SIGKILL on Ctrl-C (podman,
+        /// kubernetes; locally each step's own grace applies, 10 s).
         #[arg(long, default_value_t = 10)]
         grace: u64,
         /// The TestWorkflow YAML file (`-`: standard input).
@@ -367,11 +368,7 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
                 TsKind::Off => Timestamps::Off,
             };
             pump(std::io::stdin().lock(), Stream::Stdout, ts, &sink);
-            let r = {
-                let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
-                g.end_progress();
-                g.collector.result(&name, false, None)
-            };
+            let r = engine::collect(&sink, &name, false, None, Vec::new());
             finish(&r, format, junit.as_deref(), false)
         }
         Cmd::Status {
@@ -391,15 +388,9 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
                     ))
                 }
             }
-            let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
-            g.end_progress();
-            let name = pod
-                .rsplit_once('-')
-                .map(|(a, _)| a)
-                .unwrap_or(&pod)
-                .to_string();
-            let r = g.collector.result(&name, false, None);
-            drop(g);
+            // Pods are named WORKFLOW-SUFFIX (engine::run_name).
+            let name = pod.rsplit_once('-').map_or(pod.as_str(), |(a, _)| a);
+            let r = engine::collect(&sink, name, false, None, Vec::new());
             finish(&r, format, junit.as_deref(), false)
         }
     }

@@ -209,7 +209,7 @@ pub fn run(
         notes.push(e.message);
     }
     let interrupted = signals::interrupted();
-    let r = collect(&sink, &plan.name, interrupted, wall, notes);
+    let r = collect(&sink, &plan.name, interrupted, Some(wall), notes);
     if opts.keep {
         eprintln!("stepctl: kept job {job} (manifest: {})", yaml.display());
     } else {

@@ -199,7 +199,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<(RunResult, bool), EngineEr
     }
     let wall = started.elapsed().as_millis() as u64;
     let interrupted = signals::interrupted();
-    let result = collect(&sink, &plan.name, interrupted, wall, notes);
+    let result = collect(&sink, &plan.name, interrupted, Some(wall), notes);
     if opts.keep {
         eprintln!("stepctl: kept {}", tmp.path.display());
     }

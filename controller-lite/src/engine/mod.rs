@@ -126,17 +126,18 @@ pub fn relay(mut child: Child, sink: &Arc<Mutex<Sink>>) -> std::io::Result<ExitS
 
 /// The run's result from what the sink collected: the status line erased, the output flushed,
 /// `notes` (the engine's own problems, usually the cause of what the logs lack) first.
+/// `wall_ms`: the run's duration as measured, or None to use the init's own figures.
 pub fn collect(
     sink: &Mutex<Sink>,
     name: &str,
     interrupted: bool,
-    wall_ms: u64,
+    wall_ms: Option<u64>,
     notes: Vec<String>,
 ) -> RunResult {
     let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
     g.end_progress();
     g.flush();
-    let mut r = g.collector.result(name, interrupted, Some(wall_ms));
+    let mut r = g.collector.result(name, interrupted, wall_ms);
     r.notes.splice(0..0, notes);
     r
 }

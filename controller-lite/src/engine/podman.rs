@@ -238,7 +238,7 @@ pub fn run(
         notes.insert(0, format!("podman kube play failed: {why}"));
     }
     let interrupted = signals::interrupted();
-    let result = collect(&sink, &plan.name, interrupted, wall, notes);
+    let result = collect(&sink, &plan.name, interrupted, Some(wall), notes);
     if opts.keep {
         eprintln!(
             "stepctl: kept pod {pod} (manifest: {})",
