@@ -76,7 +76,12 @@ enum Cmd {
         workflow: PathBuf,
     },
     /// Print the plan: the spec the init runs and which steps share a container.
-    Plan { workflow: PathBuf },
+    Plan {
+        /// Where image metadata comes from when a step has no command.
+        #[arg(long, value_enum, default_value = "podman")]
+        images: ImagesFrom,
+        workflow: PathBuf,
+    },
     /// Run a workflow and report its results.
     Run {
         /// Where to run: this host (no container engine), podman, or Kubernetes (kubectl).
@@ -292,9 +297,9 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
             emit(&manifest::to_yaml(&objs))?;
             Ok(0)
         }
-        Cmd::Plan { workflow } => {
+        Cmd::Plan { images, workflow } => {
             let wf = load(&workflow)?;
-            let p = make_plan(&wf, ImagesFrom::None, false)?;
+            let p = make_plan(&wf, images, false)?;
             for c in &p.containers {
                 eprintln!("{} ({}): steps {}", c.name, c.image, c.leaves.join(", "));
             }
@@ -355,7 +360,15 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
                 }
                 Some(w) => {
                     let wf = load(w)?;
-                    let p = make_plan(&wf, ImagesFrom::None, false)?;
+                    // Only the step tree and names matter here: a step that takes its image's
+                    // ENTRYPOINT is named after the image (the logs' own names come first).
+                    let mut by_image = |img: &str| {
+                        Ok(ImageMeta {
+                            entrypoint: vec![img.to_string()],
+                            ..Default::default()
+                        })
+                    };
+                    let p = plan::plan(&wf, Some(&mut by_image)).map_err(usage)?;
                     (Collector::new(Some(&p.spec)), wf.name)
                 }
                 None => (Collector::new(None), name),

@@ -153,7 +153,9 @@ impl Collector {
                 self.ensure(step);
                 let a = self.acc.get_mut(step).unwrap();
                 a.started += 1;
-                if a.name.is_none() {
+                // The init's record names the step it really ran: it wins over a workflow
+                // given to `decode` (a different version, or a name derived without the image).
+                if name.is_some() {
                     a.name = name.clone();
                 }
             }
@@ -541,6 +543,25 @@ mod tests {
             attempt: 1,
             reason: None,
         }
+    }
+
+    #[test]
+    fn a_start_record_names_the_step_over_the_spec() {
+        let wf = crate::workflow::parse(
+            "c.yaml",
+            "kind: TestWorkflow\nmetadata: {name: t}\nspec: {steps: [{name: old, shell: a}, {name: kept, shell: b}]}\n",
+        )
+        .unwrap();
+        let plan = crate::plan::plan(&wf, None).unwrap();
+        let mut c = Collector::new(Some(&plan.spec));
+        c.on_record(&Record::Start {
+            step: "1".into(),
+            name: Some("new".into()),
+            attempt: 1,
+        });
+        c.on_record(&start("2", 1));
+        assert_eq!(c.name("1"), "new");
+        assert_eq!(c.name("2"), "kept");
     }
 
     fn sample() -> Collector {

@@ -433,3 +433,49 @@ fn a_workflow_from_standard_input() {
         "stepctl: <stdin>: spec.steps: must be a list of steps, found a number"
     );
 }
+
+/// A step that takes its image's ENTRYPOINT: `decode --workflow` needs only the step tree and
+/// names, not the image, and `plan` can look the image up (it has `--images` like `build`).
+#[test]
+fn decode_and_plan_do_not_need_image_metadata_they_cannot_use() {
+    let p = workflow(
+        "entrypoint-step",
+        &format!(
+            "{HEAD}spec:\n  steps:\n  - name: first\n    shell: 'true'\n  - run: {{image: 'localhost/stepinit/qa-unknown:1'}}\n"
+        ),
+    );
+    let mut child = stepctl()
+        .args(["decode", "--output", "json", "--workflow"])
+        .arg(&p)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = "\x1e{\"v\":1,\"t\":\"start\",\"step\":\"1\",\"name\":\"first\",\"attempt\":1}\n\x1e{\"v\":1,\"t\":\"end\",\"step\":\"1\",\"status\":\"failed\",\"code\":1,\"ms\":2,\"attempt\":1}\n\x1e{\"v\":1,\"t\":\"end\",\"step\":\"2\",\"status\":\"skipped\",\"ms\":0,\"attempt\":0}\n\x1e{\"v\":1,\"t\":\"done\",\"status\":\"failed\",\"ms\":3,\"last\":true}\n";
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), logs.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["name"], "qa", "{doc}");
+    assert_eq!(doc["steps"][0]["status"], "failed", "{doc}");
+    assert_eq!(doc["steps"][1]["status"], "skipped", "{doc}");
+    assert_eq!(
+        doc["steps"][1]["name"], "localhost/stepinit/qa-unknown:1",
+        "{doc}"
+    );
+
+    let o = stepctl()
+        .args(["plan", "--images", "none"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("(image lookups are disabled (--images none))"),
+        "{err}"
+    );
+}
