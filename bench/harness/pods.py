@@ -153,6 +153,14 @@ def quartiles(xs):
     return f"{q[0] * 1e3:.1f}–{q[2] * 1e3:.1f} ms"
 
 
+def iqr(xs):
+    """Interquartile range (0 with fewer than 4 samples)."""
+    if len(xs) < 4:
+        return 0.0
+    q = statistics.quantiles(xs, n=4)
+    return q[2] - q[0]
+
+
 def pods(ctx, s):
     n = ctx.p["pod_steps"]
     s.about = (
@@ -213,9 +221,13 @@ def pods(ctx, s):
     s.notes.append(f"Merging the {n} steps into one container saves {saved:.2f} s against "
                    f"isolated containers ({saved / max(n - 1, 1) * 1e3:.0f} ms per container "
                    "removed).")
+    diff = interval["isolated"] - interval["no init"]
+    spread = max(iqr(gaps["isolated"]), iqr(gaps["no init"]))
+    verdict = (f"the init adds {diff * 1e3:.0f} ms per handoff" if abs(diff) > spread / 2 else
+               f"the difference ({diff * 1e3:+.0f} ms) is within the spread of the samples: no "
+               "measurable handoff cost beyond the runtime's")
     s.notes.append(f"Handoff gap between two containers (last step of one to first step of the "
                    f"next): {interval['isolated'] * 1e3:.0f} ms with the init, "
-                   f"{interval['no init'] * 1e3:.0f} ms without any init (the runtime alone): the "
-                   f"init adds {(interval['isolated'] - interval['no init']) * 1e3:.0f} ms per "
-                   f"handoff. Within one container the init moves from step to step in "
+                   f"{interval['no init'] * 1e3:.0f} ms without any init (the runtime alone); "
+                   f"{verdict}. Within one container the init moves from step to step in "
                    f"{interval['merged'] * 1e3:.1f} ms.")
