@@ -479,3 +479,48 @@ fn decode_and_plan_do_not_need_image_metadata_they_cannot_use() {
         "{err}"
     );
 }
+
+/// Ctrl-C on podman before the long step's container exists (kube play still starting the
+/// pod): the containers that start afterwards are stopped at once, the long step is aborted
+/// (its TERM trap runs) and later steps are skipped. `podman pod stop` used to wait for kube
+/// play's lock, and the stops queued behind it: the whole workflow ran and "passed".
+#[test]
+fn an_early_ctrl_c_on_podman_stops_the_containers_that_start_later() {
+    let p = workflow(
+        "early-interrupt",
+        &format!(
+            "{HEAD}spec:\n  steps:\n  - name: first\n    shell: sleep 1\n  - name: long\n    shell: |\n      trap 'echo got TERM; exit 143' TERM\n      sleep 30 &\n      wait\n  - name: later\n    shell: echo must not run\n"
+        ),
+    );
+    let mut child = stepctl()
+        .args(["run", "--engine", "podman", "--output", "json"])
+        .arg(&p)
+        .env(
+            "CONTAINERS_CONF",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/podman/containers.conf"
+            ),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: a plain kill of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let err_pipe = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || std::io::read_to_string(err_pipe).unwrap());
+    let o = child.wait_with_output().unwrap();
+    let err = err.join().unwrap();
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(took < Duration::from_secs(20), "took {took:?}: {err}");
+    assert!(!err.contains("must not run"), "{err}");
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["status"], "aborted", "{doc}");
+    let later = &doc["steps"][2];
+    assert_eq!(later["status"], "skipped", "{doc}");
+    assert_ne!(doc["steps"][1]["status"], "passed", "{doc}");
+}

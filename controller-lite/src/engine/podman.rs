@@ -1,7 +1,7 @@
 //! The `podman` engine: `podman kube play` of the built manifests, each container's logs
 //! followed in start order (`podman logs -f`), records decoded live, the pod removed afterwards
-//! (`podman kube down`) unless `--keep`. Ctrl-C/SIGTERM: `podman pod stop -t GRACE`, then the
-//! results gathered so far are reported and stepctl exits 130.
+//! unless `--keep`. Ctrl-C/SIGTERM: the running container and every one that starts later get
+//! `podman stop -t GRACE`, then the results gathered so far are reported and stepctl exits 130.
 //!
 //! Podman reads `CONTAINERS_CONF` as usual; the project's tests set it to
 //! `tests/podman/containers.conf`.
@@ -119,32 +119,40 @@ fn wait_started(name: &str, play: &Mutex<Child>, play_done: &AtomicBool) -> bool
     }
 }
 
-/// Stops the pod when a signal arrives (a thread blocked on the signal pipe). While kube play
-/// still starts initContainers it holds the pod's lock, so `podman pod stop` alone would wait for
-/// the running initContainer to end by itself: the running container is stopped directly first
-/// (SIGTERM now, SIGKILL after the grace, as the kubelet does on deletion); the init records its
-/// step aborted, and the containers podman starts after it skip everything and exit at once.
+/// Stops the running container when a signal arrives (a thread blocked on the signal pipe):
+/// SIGTERM now, SIGKILL after the grace, as the kubelet does on deletion; the init records its
+/// step aborted. Not `podman pod stop`: while kube play still starts initContainers it holds the
+/// pod's lock, so a pod stop waits for all of them to run to their end, and container stops
+/// queue behind it. The containers that start after the signal are stopped by the run loop as
+/// they start (their inits skip everything), and the pod once kube play has returned.
 fn watch_signals(pipe: OwnedFd, pod: String, current: Arc<Mutex<Option<String>>>, grace_s: u64) {
     std::thread::spawn(move || {
         let mut f = std::fs::File::from(pipe);
         let mut b = [0u8; 1];
         if f.read(&mut b).unwrap_or(0) == 1 {
             eprintln!("stepctl: interrupted: stopping pod {pod} (grace {grace_s}s)");
-            let grace = grace_s.to_string();
             let running = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
             if let Some(c) = running {
-                let _ = podman()
-                    .args(["stop", "-t", &grace, &c])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
+                stop(&c, grace_s);
             }
-            let _ = podman()
-                .args(["pod", "stop", "-t", &grace, &pod])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
         }
+    });
+}
+
+/// `podman stop -t GRACE NAME` of a running container, quietly, in a thread of its own: on a
+/// container that has already exited, podman waits for kube play's lock (until the whole pod
+/// has run), which must hold up neither the log following nor the stops of later containers.
+fn stop(name: &str, grace_s: u64) {
+    if state(name).as_deref() != Some("running") {
+        return;
+    }
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        let _ = podman()
+            .args(["stop", "-t", &grace_s.to_string(), &name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     });
 }
 
@@ -204,10 +212,8 @@ pub fn run(
         }
         *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(full.clone());
         if signals::interrupted() {
-            // Started after the stop: its init skips everything; stop it anyway.
-            let _ = podman()
-                .args(["stop", "-t", &opts.grace_s.to_string(), &full])
-                .output();
+            // Started after the signal: stopped at once, its init aborts or skips everything.
+            stop(&full, opts.grace_s);
         }
         follow_logs(&full, &sink)?;
         if short == SETUP_NAME {
@@ -238,6 +244,14 @@ pub fn run(
         notes.insert(0, format!("podman kube play failed: {why}"));
     }
     let interrupted = signals::interrupted();
+    if interrupted {
+        // kube play has returned: the pod's lock is free; stop what is left (the infra).
+        let _ = podman()
+            .args(["pod", "stop", "-t", &opts.grace_s.to_string(), &pod])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
     let result = collect(&sink, &plan.name, interrupted, Some(wall), notes);
     if opts.keep {
         eprintln!(
