@@ -391,7 +391,11 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
             pod,
         } => {
             let format = format_of(output);
-            let sink = engine::make_sink(Collector::new(None), format);
+            let spec = match kind {
+                EngineKind::Podman => engine::podman::pod_spec(&pod),
+                _ => None,
+            };
+            let sink = engine::make_sink(Collector::new(spec.as_ref()), format);
             match kind {
                 EngineKind::Podman => engine::podman::status(&pod, &sink)?,
                 EngineKind::Kubernetes => engine::kubernetes::status(&pod, &sink)?,

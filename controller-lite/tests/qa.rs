@@ -524,3 +524,59 @@ fn an_early_ctrl_c_on_podman_stops_the_containers_that_start_later() {
     assert_eq!(later["status"], "skipped", "{doc}");
     assert_ne!(doc["steps"][1]["status"], "passed", "{doc}");
 }
+
+/// `status` of a kept pod names the steps that never started: the spec is read back from the
+/// pod's `stepinit` volume, where setup copied it (end records of skipped steps carry no name).
+#[test]
+fn status_names_skipped_steps_from_the_pods_own_spec() {
+    let conf = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/podman/containers.conf"
+    );
+    let p = workflow(
+        "status-names",
+        &format!(
+            "{HEAD}spec:\n  steps:\n  - name: breaks\n    shell: exit 1\n  - name: never reached\n    shell: 'true'\n"
+        ),
+    );
+    let o = stepctl()
+        .args(["run", "--engine", "podman", "--keep", "--output", "json"])
+        .arg(&p)
+        .env("CONTAINERS_CONF", conf)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let pod = err
+        .split("kept pod ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no kept pod: {err}"))
+        .to_string();
+    let st = stepctl()
+        .args(["status", "--output", "json", &pod])
+        .env("CONTAINERS_CONF", conf)
+        .output()
+        .unwrap();
+    // Remove what --keep kept before asserting.
+    let podman = |args: &[&str]| {
+        Command::new("podman")
+            .args(args)
+            .env("CONTAINERS_CONF", conf)
+            .output()
+            .unwrap()
+    };
+    podman(&["pod", "rm", "-f", &pod]);
+    let vols: Vec<String> = ["stepinit", "stepinit-spec", "workspace"]
+        .iter()
+        .map(|v| format!("{pod}-{v}"))
+        .collect();
+    let mut rm = vec!["volume", "rm", "-f"];
+    rm.extend(vols.iter().map(String::as_str));
+    podman(&rm);
+    let doc: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st.status.code(), Some(1), "{doc}");
+    assert_eq!(doc["steps"][0]["status"], "failed", "{doc}");
+    assert_eq!(doc["steps"][1]["status"], "skipped", "{doc}");
+    assert_eq!(doc["steps"][1]["name"], "never reached", "{doc}");
+}

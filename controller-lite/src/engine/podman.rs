@@ -343,6 +343,29 @@ pub fn pod_containers(pod: &str) -> Result<Vec<String>, EngineError> {
         .collect())
 }
 
+/// The spec a pod ran, read back from its `stepinit` volume (per-pod name `POD-stepinit`), where
+/// setup copied it: it names the steps that never started. None when it cannot be read (the
+/// volume is gone, or the pod was not made by this engine).
+pub fn pod_spec(pod: &str) -> Option<stepinit_protocol::Spec> {
+    let o = podman()
+        .args([
+            "volume",
+            "inspect",
+            "--format",
+            "{{.Mountpoint}}",
+            &format!("{pod}-stepinit"),
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !o.status.success() {
+        return None;
+    }
+    let dir = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let bytes = std::fs::read(std::path::Path::new(&dir).join("spec.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// `stepctl status POD` on podman: the logs of the pod's containers, decoded again.
 pub fn status(pod: &str, sink: &Arc<Mutex<Sink>>) -> Result<(), EngineError> {
     let names = pod_containers(pod)?;
