@@ -12,7 +12,7 @@ fn stepctl() -> Command {
 
 /// Writes `yaml` to a fresh file named after the test.
 fn workflow(name: &str, yaml: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stepctl-qa-{}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("stepctl-qa");
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(format!("{name}.yaml"));
     std::fs::write(&p, yaml).unwrap();
@@ -245,7 +245,7 @@ fn retry_until_lists_what_it_supports() {
 /// after a passed run.
 #[test]
 fn an_unwritable_junit_path_is_refused_before_the_run() {
-    let marker = std::env::temp_dir().join(format!("stepctl-qa-junit-{}", std::process::id()));
+    let marker = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("stepctl-qa-junit-marker");
     let _ = std::fs::remove_file(&marker);
     let p = workflow(
         "junit-dir",
@@ -567,7 +567,7 @@ fn status_names_skipped_steps_from_the_pods_own_spec() {
             .unwrap()
     };
     podman(&["pod", "rm", "-f", &pod]);
-    let vols: Vec<String> = ["stepinit", "stepinit-spec", "workspace"]
+    let vols: Vec<String> = ["stepinit", "stepinit-spec", "workspace", "spec"]
         .iter()
         .map(|v| format!("{pod}-{v}"))
         .collect();
