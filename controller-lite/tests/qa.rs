@@ -1,7 +1,9 @@
 //! Findings of a user's review of `stepctl`, each pinned by a test of the real binary: how Ctrl-C
 //! reaches a step on the local engine, and the one-line errors for inputs a user gets wrong.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::*;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,9 +28,7 @@ const HEAD: &str =
 /// names the file and `want`, nothing on stdout.
 fn refused(name: &str, spec: &str, want: &str) {
     let p = workflow(name, &format!("{HEAD}{spec}"));
-    let o = stepctl().arg("run").arg(&p).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+    let (o, err) = exits(stepctl().arg("run").arg(&p), 2);
     assert!(o.stdout.is_empty(), "{name}: ran anyway");
     assert_eq!(err.lines().count(), 1, "{name}: one line: {err}");
     let line = format!("stepctl: {}: {want}", p.display());
@@ -100,9 +100,7 @@ fn security_context_subfields_are_type_checked() {
 #[test]
 fn an_empty_file_says_so() {
     let p = workflow("empty-file", "");
-    let o = stepctl().arg("run").arg(&p).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let (_, err) = exits(stepctl().arg("run").arg(&p), 2);
     assert_eq!(
         err.trim_end(),
         format!(
@@ -124,39 +122,25 @@ fn ctrl_c_on_the_local_engine_stops_the_step_with_sigterm_at_once() {
             "{HEAD}spec:\n  steps:\n  - name: waits\n    shell: |\n      trap 'echo got TERM; exit 143' TERM\n      sleep 30 &\n      echo sleeping\n      wait\n"
         ),
     );
-    let mut child = stepctl()
-        .args(["run", "--output", "json"])
+    let mut cmd = stepctl();
+    cmd.args(["run", "--output", "json"])
         .arg(&p)
-        .env("STEPCTL_NO_PROGRESS", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !seen.contains("sleeping\n") {
-        assert!(Instant::now() < deadline, "no `sleeping` line: {seen}");
-        let mut line = String::new();
-        if err.read_line(&mut line).unwrap() == 0 {
-            panic!("stepctl ended early: {seen}");
-        }
-        seen.push_str(&line);
-    }
-    let t = Instant::now();
-    // SAFETY: a plain kill of our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    let o = child.wait_with_output().unwrap();
-    let took = t.elapsed();
+        .env("STEPCTL_NO_PROGRESS", "1");
+    let run = interrupt_at_line(
+        cmd,
+        "sleeping",
+        Duration::from_secs(20),
+        libc::SIGINT,
+        SignalTo::ProcessOnly,
+    );
+    let (o, seen, rest, took) = (&run.output, &run.before, &run.after, run.took);
     assert_eq!(o.status.code(), Some(130), "{seen}{rest}");
     assert!(
         rest.contains("got TERM\n"),
         "the step's TERM trap ran: {rest}"
     );
     assert!(took < Duration::from_secs(5), "abort took {took:?}: {rest}");
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc = stdout_json(o);
     assert_eq!(doc["status"], "aborted", "{doc}");
     assert_eq!(doc["steps"][0]["status"], "aborted", "{doc}");
     assert_eq!(doc["steps"][0]["exitCode"], 143, "{doc}");
@@ -184,13 +168,12 @@ fn pod_and_job_overrides_of_the_wrong_shape_are_refused_not_panicked_on() {
         "pod-sc-restricted",
         &format!("{HEAD}spec:\n  pod: {{securityContext: 3}}\n  steps: [{{shell: 'true'}}]\n"),
     );
-    let o = stepctl()
-        .args(["build", "--images", "none", "--restricted"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let (_, err) = exits(
+        stepctl()
+            .args(["build", "--images", "none", "--restricted"])
+            .arg(&p),
+        2,
+    );
     assert!(
         err.contains("spec.pod.securityContext: must be a mapping"),
         "{err}"
@@ -254,13 +237,12 @@ fn an_unwritable_junit_path_is_refused_before_the_run() {
             marker.display()
         ),
     );
-    let o = stepctl()
-        .args(["run", "--junit", "/nonexistent-dir/results.xml"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let (_, err) = exits(
+        stepctl()
+            .args(["run", "--junit", "/nonexistent-dir/results.xml"])
+            .arg(&p),
+        2,
+    );
     assert_eq!(
         err.trim_end(),
         "stepctl: --junit /nonexistent-dir/results.xml: /nonexistent-dir is not a directory"
@@ -279,47 +261,26 @@ fn restricted_runs_images_without_a_user_as_the_restricted_uid_on_podman() {
             "{HEAD}spec:\n  container: {{workingDir: /data}}\n  steps:\n  - shell: id -u; touch made-by-first\n  - shell: id -u; test -w made-by-first\n"
         ),
     );
-    let o = stepctl()
-        .args([
-            "run",
-            "--engine",
-            "podman",
-            "--restricted",
-            "--output",
-            "json",
-        ])
-        .arg(&p)
-        .env(
-            "CONTAINERS_CONF",
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../tests/podman/containers.conf"
-            ),
-        )
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{err}");
+    let (o, err) = exits(
+        Engine::Podman
+            .run_cmd(&["--restricted", "--output", "json"])
+            .arg(&p),
+        0,
+    );
     assert_eq!(err.matches("\n65532\n").count(), 2, "{err}");
     assert!(!err.contains("/data: cannot chown"), "{err}");
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc = stdout_json(&o);
     assert_eq!(doc["status"], "passed", "{doc}");
 }
 
 /// A note about corrupt framing names the stream as a user reads it (not a Rust enum).
 #[test]
 fn decode_notes_name_the_stream_in_plain_words() {
-    let mut child = stepctl()
-        .args(["decode", "--output", "json"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"out\n\x1e\x01\n").unwrap();
-    drop(child.stdin.take());
-    let o = child.wait_with_output().unwrap();
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let o = output_with_input(
+        stepctl().args(["decode", "--output", "json"]),
+        b"out\n\x1e\x01\n",
+    );
+    let doc = stdout_json(&o);
     assert_eq!(o.status.code(), Some(1), "{doc}");
     assert_eq!(
         doc["notes"][0], "log framing of stdout: marker followed by an unknown byte",
@@ -337,9 +298,7 @@ fn the_local_engine_says_which_images_it_ignores() {
             "{HEAD}spec:\n  container: {{image: 'docker.io/library/node:20'}}\n  steps:\n  - shell: 'true'\n  - run: {{image: 'alpine:3.20', shell: 'true'}}\n  - run: {{image: 'alpine:3.20', shell: 'true'}}\n"
         ),
     );
-    let o = stepctl().arg("run").arg(&p).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{err}");
+    let (_, err) = exits(stepctl().arg("run").arg(&p), 0);
     assert_eq!(
         err.trim_end(),
         "stepctl: warning: the local engine runs steps with this host's programs; images ignored: docker.io/library/node:20, alpine:3.20 (use --engine podman to run them)"
@@ -359,13 +318,8 @@ fn names_stay_on_one_line() {
         "derived-control",
         &format!("{HEAD}spec:\n  steps:\n  - shell: \"printf 'a\\x1bb'\"\n"),
     );
-    let o = stepctl()
-        .args(["run", "--output", "json"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(o.status.code(), Some(0), "{doc}");
+    let (o, _) = exits(stepctl().args(["run", "--output", "json"]).arg(&p), 0);
+    let doc = stdout_json(&o);
     let name = doc["steps"][0]["name"].as_str().unwrap();
     // The script holds an ESC byte (YAML `\x1b` in double quotes): shown as U+FFFD.
     assert_eq!(name, "printf 'a\u{fffd}b'", "{name:?}");
@@ -381,20 +335,8 @@ fn a_missing_image_on_podman_is_one_note_with_podmans_reason() {
             "{HEAD}spec:\n  steps:\n  - shell: echo first\n  - run: {{image: 'localhost/stepinit/qa-no-such-image:1', shell: 'true'}}\n"
         ),
     );
-    let o = stepctl()
-        .args(["run", "--engine", "podman", "--output", "json"])
-        .arg(&p)
-        .env(
-            "CONTAINERS_CONF",
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../tests/podman/containers.conf"
-            ),
-        )
-        .output()
-        .unwrap();
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(o.status.code(), Some(1), "{doc}");
+    let (o, _) = exits(Engine::Podman.run_cmd(&["--output", "json"]).arg(&p), 1);
+    let doc = stdout_json(&o);
     assert_eq!(doc["status"], "failed", "{doc}");
     let first = doc["notes"][0].as_str().unwrap_or_default();
     assert!(first.starts_with("podman kube play failed: "), "{doc}");
@@ -406,16 +348,10 @@ fn a_missing_image_on_podman_is_one_note_with_podmans_reason() {
 #[test]
 fn a_workflow_from_standard_input() {
     let run = |yaml: &str| {
-        let mut child = stepctl()
-            .args(["run", "--output", "json", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(child.stdin.as_mut().unwrap(), yaml.as_bytes()).unwrap();
-        drop(child.stdin.take());
-        child.wait_with_output().unwrap()
+        output_with_input(
+            stepctl().args(["run", "--output", "json", "-"]),
+            yaml.as_bytes(),
+        )
     };
     let o = run(&format!("{HEAD}spec:\n  steps:\n  - shell: 'true'\n"));
     assert_eq!(
@@ -424,7 +360,7 @@ fn a_workflow_from_standard_input() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc = stdout_json(&o);
     assert_eq!(doc["name"], "qa");
     let o = run(&format!("{HEAD}spec:\n  steps: 3\n"));
     assert_eq!(o.status.code(), Some(2));
@@ -444,21 +380,15 @@ fn decode_and_plan_do_not_need_image_metadata_they_cannot_use() {
             "{HEAD}spec:\n  steps:\n  - name: first\n    shell: 'true'\n  - run: {{image: 'localhost/stepinit/qa-unknown:1'}}\n"
         ),
     );
-    let mut child = stepctl()
+    let mut decode = stepctl();
+    decode
         .args(["decode", "--output", "json", "--workflow"])
-        .arg(&p)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .arg(&p);
     let logs = "\x1e{\"v\":1,\"t\":\"start\",\"step\":\"1\",\"name\":\"first\",\"attempt\":1}\n\x1e{\"v\":1,\"t\":\"end\",\"step\":\"1\",\"status\":\"failed\",\"code\":1,\"ms\":2,\"attempt\":1}\n\x1e{\"v\":1,\"t\":\"end\",\"step\":\"2\",\"status\":\"skipped\",\"ms\":0,\"attempt\":0}\n\x1e{\"v\":1,\"t\":\"done\",\"status\":\"failed\",\"ms\":3,\"last\":true}\n";
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), logs.as_bytes()).unwrap();
-    drop(child.stdin.take());
-    let o = child.wait_with_output().unwrap();
+    let o = output_with_input(&mut decode, logs.as_bytes());
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc = stdout_json(&o);
     assert_eq!(doc["name"], "qa", "{doc}");
     assert_eq!(doc["steps"][0]["status"], "failed", "{doc}");
     assert_eq!(doc["steps"][1]["status"], "skipped", "{doc}");
@@ -467,13 +397,7 @@ fn decode_and_plan_do_not_need_image_metadata_they_cannot_use() {
         "{doc}"
     );
 
-    let o = stepctl()
-        .args(["plan", "--images", "none"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let (_, err) = exits(stepctl().args(["plan", "--images", "none"]).arg(&p), 2);
     assert!(
         err.contains("(image lookups are disabled (--images none))"),
         "{err}"
@@ -492,16 +416,9 @@ fn an_early_ctrl_c_on_podman_stops_the_containers_that_start_later() {
             "{HEAD}spec:\n  steps:\n  - name: first\n    shell: sleep 1\n  - name: long\n    shell: |\n      trap 'echo got TERM; exit 143' TERM\n      sleep 30 &\n      wait\n  - name: later\n    shell: echo must not run\n"
         ),
     );
-    let mut child = stepctl()
-        .args(["run", "--engine", "podman", "--output", "json"])
+    let mut child = Engine::Podman
+        .run_cmd(&["--output", "json"])
         .arg(&p)
-        .env(
-            "CONTAINERS_CONF",
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../tests/podman/containers.conf"
-            ),
-        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -518,7 +435,7 @@ fn an_early_ctrl_c_on_podman_stops_the_containers_that_start_later() {
     assert_eq!(o.status.code(), Some(130), "{err}");
     assert!(took < Duration::from_secs(20), "took {took:?}: {err}");
     assert!(!err.contains("must not run"), "{err}");
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc = stdout_json(&o);
     assert_eq!(doc["status"], "aborted", "{doc}");
     let later = &doc["steps"][2];
     assert_eq!(later["status"], "skipped", "{doc}");
@@ -529,40 +446,35 @@ fn an_early_ctrl_c_on_podman_stops_the_containers_that_start_later() {
 /// pod's `stepinit` volume, where setup copied it (end records of skipped steps carry no name).
 #[test]
 fn status_names_skipped_steps_from_the_pods_own_spec() {
-    let conf = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/podman/containers.conf"
-    );
+    let conf = containers_conf();
     let p = workflow(
         "status-names",
         &format!(
             "{HEAD}spec:\n  steps:\n  - name: breaks\n    shell: exit 1\n  - name: never reached\n    shell: 'true'\n"
         ),
     );
-    let o = stepctl()
-        .args(["run", "--engine", "podman", "--keep", "--output", "json"])
-        .arg(&p)
-        .env("CONTAINERS_CONF", conf)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let (_, err) = exits(
+        Engine::Podman
+            .run_cmd(&["--keep", "--output", "json"])
+            .arg(&p),
+        1,
+    );
     let pod = err
         .split("kept pod ")
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("no kept pod: {err}"))
         .to_string();
-    let st = stepctl()
+    let st = Engine::Podman
+        .stepctl()
         .args(["status", "--output", "json", &pod])
-        .env("CONTAINERS_CONF", conf)
         .output()
         .unwrap();
     // Remove what --keep kept before asserting.
     let podman = |args: &[&str]| {
         Command::new("podman")
             .args(args)
-            .env("CONTAINERS_CONF", conf)
+            .env("CONTAINERS_CONF", &conf)
             .output()
             .unwrap()
     };
@@ -582,7 +494,7 @@ fn status_names_skipped_steps_from_the_pods_own_spec() {
     {
         let _ = std::fs::remove_dir_all(std::path::Path::new(m).parent().unwrap());
     }
-    let doc: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let doc = stdout_json(&st);
     assert_eq!(st.status.code(), Some(1), "{doc}");
     assert_eq!(doc["steps"][0]["status"], "failed", "{doc}");
     assert_eq!(doc["steps"][1]["status"], "skipped", "{doc}");

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests that run the real `stepctl` binary (local.rs on the
-//! local engine, podman.rs on podman): the command itself, workflow files, the JSON result and
-//! interrupting a run the way a terminal or a supervisor does.
+//! local engine, podman.rs on podman, qa.rs on both): the command itself, workflow files, the
+//! JSON result and interrupting a run the way a terminal or a supervisor does.
 #![allow(dead_code)]
 
 use serde_json::Value;
@@ -197,4 +197,43 @@ pub fn assert_aborted_at_the_sleeper(run: &Interrupted) -> Value {
     assert_eq!(step(&doc, &["sleeper"])["status"], "aborted", "{doc}");
     assert_eq!(step(&doc, &["never"])["status"], "skipped");
     doc
+}
+
+/// Runs `cmd` to its end and asserts that it exited with `code`; returns its output and its
+/// stderr as text.
+pub fn exits(cmd: &mut Command, code: i32) -> (Output, String) {
+    let o = cmd.output().expect("run stepctl");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stderr:\n{err}\nstdout:\n{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    (o, err)
+}
+
+/// Runs `cmd` to its end with `input` on its standard input (then closed) and its stdout and
+/// stderr collected.
+pub fn output_with_input(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run stepctl");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), input).unwrap();
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+/// The JSON document on the stdout of `o`; panics showing stdout and stderr if it is not one.
+pub fn stdout_json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
 }
