@@ -8,14 +8,13 @@
 //! cluster exists where stepctl is developed: this engine is covered by manifest validation and
 //! by decoding recorded `kubectl logs` output (`stepctl decode`), not by live runs.
 
-use super::{collect, make_sink, run_name, write_manifests, EngineError, RunOptions};
+use super::{collect, make_sink, run_name, write_manifests, EngineError, Outcome, RunOptions};
 use crate::follow::{pump, Sink, Stream, Timestamps};
-use crate::manifest::{self, BuildOptions, SETUP_NAME};
+use crate::manifest::{self, SETUP_NAME};
 use crate::plan::Plan;
-use crate::report::{Collector, RunResult};
+use crate::report::Collector;
 use crate::signals;
 use crate::workflow::Workflow;
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
@@ -129,24 +128,12 @@ pub fn follow_logs(pod: &str, c: &str, sink: &Arc<Mutex<Sink>>) -> Result<(), En
     Ok(())
 }
 
-pub fn run(
-    wf: &Workflow,
-    plan: &Plan,
-    opts: &RunOptions,
-    signal_pipe: OwnedFd,
-) -> Result<(RunResult, bool), EngineError> {
+pub fn run(wf: &Workflow, plan: &Plan, opts: &RunOptions, signal_pipe: OwnedFd) -> Outcome {
     let job = run_name(&plan.name);
     let m = write_manifests(
         wf,
         plan,
-        &BuildOptions {
-            kind: manifest::Kind::Job,
-            restricted: opts.restricted,
-            init_image: opts.init_image.clone(),
-            name: job.clone(),
-            annotations: BTreeMap::new(),
-            unique_volumes: false,
-        },
+        &opts.build_options(manifest::Kind::Job, &job),
         opts.keep,
         "job.yaml",
     )?;

@@ -17,10 +17,10 @@
 //! are honoured when stepctl runs as root (the init switches user per step), and ignored with a
 //! warning otherwise.
 
-use super::{collect, make_sink, relay, EngineError, RunOptions, TempDir};
+use super::{collect, make_sink, relay, EngineError, Outcome, RunOptions, TempDir};
 use crate::manifest;
 use crate::plan::Plan;
-use crate::report::{Collector, RunResult};
+use crate::report::Collector;
 use crate::signals;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -88,7 +88,7 @@ pub fn place(wd: &str, ws: &Path) -> String {
     }
 }
 
-pub fn run(plan: &Plan, opts: &RunOptions) -> Result<(RunResult, bool), EngineError> {
+pub fn run(plan: &Plan, opts: &RunOptions) -> Outcome {
     let mut tmp = TempDir::new(&format!("stepctl-{}-", plan.name))
         .map_err(|e| EngineError::new(format!("cannot create a temporary directory: {e}")))?;
     tmp.keep = opts.keep;

@@ -29,6 +29,25 @@ pub struct RunOptions {
     pub grace_s: u64,
 }
 
+impl RunOptions {
+    /// The manifest options of a pod engine's run named `name`: no extra annotations, volume
+    /// names as the workflow gives them.
+    pub fn build_options(&self, kind: manifest::Kind, name: &str) -> BuildOptions {
+        BuildOptions {
+            kind,
+            restricted: self.restricted,
+            init_image: self.init_image.clone(),
+            name: name.to_string(),
+            annotations: Default::default(),
+            unique_volumes: false,
+        }
+    }
+}
+
+/// What an engine's `run` returns: the result, and whether an interrupt (Ctrl-C or SIGTERM)
+/// ended the run.
+pub type Outcome = Result<(RunResult, bool), EngineError>;
+
 /// An error that ends the run before results exist: printed as one line, exit code 2 for usage
 /// and workflow problems, 1 otherwise.
 #[derive(Debug)]

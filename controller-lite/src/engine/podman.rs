@@ -6,11 +6,13 @@
 //! Podman reads `CONTAINERS_CONF` as usual; the project's tests set it to
 //! `tests/podman/containers.conf`.
 
-use super::{collect, make_sink, relay, run_name, write_manifests, EngineError, RunOptions};
+use super::{
+    collect, make_sink, relay, run_name, write_manifests, EngineError, Outcome, RunOptions,
+};
 use crate::follow::Sink;
 use crate::manifest::{self, BuildOptions, SETUP_NAME};
 use crate::plan::Plan;
-use crate::report::{Collector, RunResult};
+use crate::report::Collector;
 use crate::signals;
 use crate::workflow::Workflow;
 use std::collections::BTreeMap;
@@ -156,28 +158,20 @@ fn stop(name: &str, grace_s: u64) {
     });
 }
 
-pub fn run(
-    wf: &Workflow,
-    plan: &Plan,
-    opts: &RunOptions,
-    signal_pipe: OwnedFd,
-) -> Result<(RunResult, bool), EngineError> {
+pub fn run(wf: &Workflow, plan: &Plan, opts: &RunOptions, signal_pipe: OwnedFd) -> Outcome {
     preflight(&opts.init_image)?;
     let pod = run_name(&plan.name);
     let m = write_manifests(
         wf,
         plan,
         &BuildOptions {
-            kind: manifest::Kind::Pod,
-            restricted: opts.restricted,
-            init_image: opts.init_image.clone(),
-            name: pod.clone(),
             // Keep finished initContainers so their logs can be read and `status` works.
             annotations: BTreeMap::from([(
                 "io.podman.annotations.init.container.type".to_string(),
                 "always".to_string(),
             )]),
             unique_volumes: true,
+            ..opts.build_options(manifest::Kind::Pod, &pod)
         },
         opts.keep,
         "pod.yaml",
