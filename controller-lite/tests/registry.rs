@@ -467,6 +467,15 @@ fn amd64_expected(digest: &str) -> ImageConfig {
     }
 }
 
+/// `CLIENT.config(IMAGE, PLATFORM)` fails with an `ImageError::KIND` (asserted); gives the error.
+macro_rules! config_fails {
+    ($client:expr, $image:expr, $platform:expr, $kind:ident) => {{
+        let err = $client.config(&$image, &platform($platform)).unwrap_err();
+        assert!(matches!(err, ImageError::$kind { .. }), "{err}");
+        err
+    }};
+}
+
 fn assert_one_line_with(err: &ImageError, parts: &[&str]) {
     let s = err.to_string();
     assert!(!s.contains('\n'), "not one line: {s}");
@@ -590,8 +599,7 @@ fn multi_arch_index_and_manifest_list_select_the_platform() {
 fn unknown_tag_and_repository_are_not_found() {
     let (_, reg, c) = open_registry();
     for image in [reg.image("team/app:nope"), reg.image("team/nothing:v1")] {
-        let err = c.config(&image, &platform("linux/amd64")).unwrap_err();
-        assert!(matches!(err, ImageError::NotFound { .. }), "{err}");
+        let err = config_fails!(c, image, "linux/amd64", NotFound);
         assert_one_line_with(&err, &[&image, "not found", "404"]);
     }
 }
@@ -654,15 +662,9 @@ fn digest_pinned_lookup_is_served_from_cache_with_the_registry_stopped() {
     assert_eq!(offline.network_requests(), 0);
 
     // The cache key includes the platform: arm64 was never looked up.
-    let err = offline
-        .config(&pinned, &platform("linux/arm64"))
-        .unwrap_err();
-    assert!(matches!(err, ImageError::Unreachable { .. }), "{err}");
+    config_fails!(offline, pinned, "linux/arm64", Unreachable);
     // A tag has to be resolved, so it needs the registry: a clear error.
-    let err = offline
-        .config(&tagged, &platform("linux/amd64"))
-        .unwrap_err();
-    assert!(matches!(err, ImageError::Unreachable { .. }), "{err}");
+    let err = config_fails!(offline, tagged, "linux/amd64", Unreachable);
     assert_one_line_with_fields(
         &err,
         &[tagged.as_str(), "cannot reach registry", addr.as_str()],
@@ -676,8 +678,7 @@ fn unreachable_registry_names_the_image_and_the_fields_to_set() {
     let c = client(None, None);
     let closed = ClosedPort::new();
     let image = format!("127.0.0.1:{}/team/app:v1", closed.port);
-    let err = c.config(&image, &platform("linux/amd64")).unwrap_err();
-    assert!(matches!(err, ImageError::Unreachable { .. }), "{err}");
+    let err = config_fails!(c, image, "linux/amd64", Unreachable);
     assert_one_line_with_fields(
         &err,
         &[
@@ -738,8 +739,7 @@ fn content_that_does_not_match_its_digest_is_rejected() {
     let reg = Registry::start(&storage, Auth::None);
     let c = client(None, None);
     let image = reg.image("team/plain:v1");
-    let err = c.config(&image, &platform("linux/amd64")).unwrap_err();
-    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+    let err = config_fails!(c, image, "linux/amd64", DigestMismatch);
     assert_one_line_with(
         &err,
         &[
@@ -750,16 +750,14 @@ fn content_that_does_not_match_its_digest_is_rejected() {
     );
 
     let image = reg.image("team/app:arm64");
-    let err = c.config(&image, &platform("linux/arm64")).unwrap_err();
-    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+    let err = config_fails!(c, image, "linux/arm64", DigestMismatch);
     assert_one_line_with(
         &err,
         &[&image, "manifest", "does not match its digest", &f.arm64],
     );
     // Reached through the index, the same manifest is rejected as well.
     let image = reg.image("team/app:multi");
-    let err = c.config(&image, &platform("linux/arm64")).unwrap_err();
-    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+    config_fails!(c, image, "linux/arm64", DigestMismatch);
     // The untouched amd64 side still works.
     assert_eq!(
         c.config(&image, &platform("linux/amd64")).unwrap().cmd,
@@ -796,10 +794,7 @@ fn basic_auth_with_htpasswd() {
     let image = reg.image("team/app:amd64");
 
     let anonymous = client(None, None);
-    let err = anonymous
-        .config(&image, &platform("linux/amd64"))
-        .unwrap_err();
-    assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
+    let err = config_fails!(anonymous, image, "linux/amd64", Unauthorized);
     assert_one_line_with(
         &err,
         &[
@@ -811,10 +806,12 @@ fn basic_auth_with_htpasswd() {
     );
 
     let wrong = auth_file(&dir, &reg.addr, USER, "wrong");
-    let err = client(None, Some(&wrong))
-        .config(&image, &platform("linux/amd64"))
-        .unwrap_err();
-    assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
+    let err = config_fails!(
+        client(None, Some(&wrong)),
+        image,
+        "linux/amd64",
+        Unauthorized
+    );
     assert_one_line_with(
         &err,
         &[&image, "401", "basic credentials of user \"stepctl\""],
@@ -1076,10 +1073,7 @@ fn bearer_token_flow_with_credentials() {
     let image = reg.image("team/app:multi");
 
     // No credentials: the token service refuses an anonymous token.
-    let err = client(None, None)
-        .config(&image, &platform("linux/amd64"))
-        .unwrap_err();
-    assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
+    let err = config_fails!(client(None, None), image, "linux/amd64", Unauthorized);
     assert_one_line_with(
         &err,
         &[
@@ -1132,10 +1126,7 @@ fn bearer_token_signed_by_an_untrusted_key_is_refused_by_the_registry() {
     let (rogue, _) = make_signer(&dir, "rogue");
     let (_server, reg) = token_registry(f, rogue, &trusted_cert, false);
     let image = reg.image("team/app:amd64");
-    let err = client(None, None)
-        .config(&image, &platform("linux/amd64"))
-        .unwrap_err();
-    assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
+    let err = config_fails!(client(None, None), image, "linux/amd64", Unauthorized);
     assert_one_line_with_fields(
         &err,
         &[image.as_str(), "401 Unauthorized with an anonymous token"],
@@ -1215,10 +1206,7 @@ fn https_registry_with_a_private_ca() {
     // Without the CA the certificate is refused, and that is not "fall back to plain HTTP".
     let requests_before = reg.wait_log_count("\"GET /v2/", 3);
     let untrusting = client(None, None);
-    let err = untrusting
-        .config(&image, &platform("linux/amd64"))
-        .unwrap_err();
-    assert!(matches!(err, ImageError::Unreachable { .. }), "{err}");
+    let err = config_fails!(untrusting, image, "linux/amd64", Unreachable);
     assert_one_line_with_fields(
         &err,
         &[
