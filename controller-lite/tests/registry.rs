@@ -356,10 +356,13 @@ fn build_fixture() -> Fixture {
             .arg(&ctx));
     }
     let reg = Registry::start(&storage, Auth::None);
-    let push = |src: &str, dest: &str, extra: &[&str]| -> String {
+    // `podman VERB... -q --tls-verify=false EXTRA... SRC docker://REGISTRY/DEST`; gives the
+    // digest pushed.
+    let push = |verb: &[&str], src: &str, dest: &str, extra: &[&str]| -> String {
         let digestfile = root.join(format!("digest-{}", unique()));
         let mut cmd = tool("podman");
-        cmd.args(["push", "-q", "--tls-verify=false"])
+        cmd.args(verb)
+            .args(["-q", "--tls-verify=false"])
             .args(extra)
             .arg("--digestfile")
             .arg(&digestfile)
@@ -371,9 +374,14 @@ fn build_fixture() -> Fixture {
             .trim()
             .to_string()
     };
-    let amd64 = push(&images.0[0], "team/app:amd64", &[]);
-    let arm64 = push(&images.0[1], "team/app:arm64", &[]);
-    let plain = push(&images.0[2], "team/plain:v1", &["--format", "v2s2"]);
+    let amd64 = push(&["push"], &images.0[0], "team/app:amd64", &[]);
+    let arm64 = push(&["push"], &images.0[1], "team/app:arm64", &[]);
+    let plain = push(
+        &["push"],
+        &images.0[2],
+        "team/plain:v1",
+        &["--format", "v2s2"],
+    );
     run(tool("podman").args(["manifest", "create", &list]));
     for img in &images.0[..2] {
         run(tool("podman").args([
@@ -383,23 +391,14 @@ fn build_fixture() -> Fixture {
             &format!("containers-storage:{img}"),
         ]));
     }
-    let push_list = |dest: &str, extra: &[&str]| -> String {
-        let digestfile = root.join(format!("digest-{}", unique()));
-        let mut cmd = tool("podman");
-        cmd.args(["manifest", "push", "-q", "--all", "--tls-verify=false"])
-            .args(extra)
-            .arg("--digestfile")
-            .arg(&digestfile)
-            .arg(&list)
-            .arg(format!("docker://{}/{dest}", reg.addr));
-        run(&mut cmd);
-        std::fs::read_to_string(&digestfile)
-            .unwrap()
-            .trim()
-            .to_string()
-    };
-    let multi = push_list("team/app:multi", &[]);
-    let multi_docker = push_list("team/app:multi-docker", &["--format", "v2s2"]);
+    let push_list = ["manifest", "push", "--all"];
+    let multi = push(&push_list, &list, "team/app:multi", &[]);
+    let multi_docker = push(
+        &push_list,
+        &list,
+        "team/app:multi-docker",
+        &["--format", "v2s2"],
+    );
     for d in [&amd64, &arm64, &plain, &multi, &multi_docker] {
         assert!(d.starts_with("sha256:") && d.len() == 71, "digest {d:?}");
     }
