@@ -24,10 +24,15 @@ fn workflow(name: &str, yaml: &str) -> PathBuf {
 const HEAD: &str =
     "apiVersion: testworkflows.testkube.io/v1\nkind: TestWorkflow\nmetadata: {name: qa}\n";
 
+/// Writes a workflow of HEAD and `spec` (YAML from `spec:` on) to a fresh file named `name`.
+fn spec_wf(name: &str, spec: &str) -> PathBuf {
+    workflow(name, &format!("{HEAD}{spec}"))
+}
+
 /// Runs `stepctl run` on a workflow expected to be refused: exit 2, one line on stderr that
 /// names the file and `want`, nothing on stdout.
 fn refused(name: &str, spec: &str, want: &str) {
-    let p = workflow(name, &format!("{HEAD}{spec}"));
+    let p = spec_wf(name, spec);
     let (o, err) = exits(stepctl().arg("run").arg(&p), 2);
     assert!(o.stdout.is_empty(), "{name}: ran anyway");
     assert_eq!(err.lines().count(), 1, "{name}: one line: {err}");
@@ -116,12 +121,7 @@ fn an_empty_file_says_so() {
 /// once instead of waiting out the 10 s grace for SIGKILL.
 #[test]
 fn ctrl_c_on_the_local_engine_stops_the_step_with_sigterm_at_once() {
-    let p = workflow(
-        "trap-term",
-        &format!(
-            "{HEAD}spec:\n  steps:\n  - name: waits\n    shell: |\n      trap 'echo got TERM; exit 143' TERM\n      sleep 30 &\n      echo sleeping\n      wait\n"
-        ),
-    );
+    let p = spec_wf("trap-term", "spec:\n  steps:\n  - name: waits\n    shell: |\n      trap 'echo got TERM; exit 143' TERM\n      sleep 30 &\n      echo sleeping\n      wait\n");
     let mut cmd = stepctl();
     cmd.args(["run", "--output", "json"])
         .arg(&p)
@@ -164,9 +164,9 @@ fn pod_and_job_overrides_of_the_wrong_shape_are_refused_not_panicked_on() {
         "spec.job.podFailurePolicy: must be a mapping, found a list",
     );
     // `build --restricted` used to index into the number and panic.
-    let p = workflow(
+    let p = spec_wf(
         "pod-sc-restricted",
-        &format!("{HEAD}spec:\n  pod: {{securityContext: 3}}\n  steps: [{{shell: 'true'}}]\n"),
+        "spec:\n  pod: {securityContext: 3}\n  steps: [{shell: 'true'}]\n",
     );
     let (_, err) = exits(
         stepctl()
@@ -255,12 +255,7 @@ fn an_unwritable_junit_path_is_refused_before_the_run() {
 /// not check runAsNonRoot) the steps see that uid and share the workspace without 1777.
 #[test]
 fn restricted_runs_images_without_a_user_as_the_restricted_uid_on_podman() {
-    let p = workflow(
-        "restricted-default-image",
-        &format!(
-            "{HEAD}spec:\n  container: {{workingDir: /data}}\n  steps:\n  - shell: id -u; touch made-by-first\n  - shell: id -u; test -w made-by-first\n"
-        ),
-    );
+    let p = spec_wf("restricted-default-image", "spec:\n  container: {workingDir: /data}\n  steps:\n  - shell: id -u; touch made-by-first\n  - shell: id -u; test -w made-by-first\n");
     let (o, err) = exits(
         Engine::Podman
             .run_cmd(&["--restricted", "--output", "json"])
@@ -292,12 +287,7 @@ fn decode_notes_name_the_stream_in_plain_words() {
 /// programs; stepctl says once, up front, that images are not used here.
 #[test]
 fn the_local_engine_says_which_images_it_ignores() {
-    let p = workflow(
-        "images-ignored",
-        &format!(
-            "{HEAD}spec:\n  container: {{image: 'docker.io/library/node:20'}}\n  steps:\n  - shell: 'true'\n  - run: {{image: 'alpine:3.20', shell: 'true'}}\n  - run: {{image: 'alpine:3.20', shell: 'true'}}\n"
-        ),
-    );
+    let p = spec_wf("images-ignored", "spec:\n  container: {image: 'docker.io/library/node:20'}\n  steps:\n  - shell: 'true'\n  - run: {image: 'alpine:3.20', shell: 'true'}\n  - run: {image: 'alpine:3.20', shell: 'true'}\n");
     let (_, err) = exits(stepctl().arg("run").arg(&p), 0);
     assert_eq!(
         err.trim_end(),
@@ -314,9 +304,9 @@ fn names_stay_on_one_line() {
         "spec:\n  steps:\n  - name: |\n      build\n    shell: 'true'\n",
         "spec.steps[0].name: must be one line without control characters",
     );
-    let p = workflow(
+    let p = spec_wf(
         "derived-control",
-        &format!("{HEAD}spec:\n  steps:\n  - shell: \"printf 'a\\x1bb'\"\n"),
+        "spec:\n  steps:\n  - shell: \"printf 'a\\x1bb'\"\n",
     );
     let (o, _) = exits(stepctl().args(["run", "--output", "json"]).arg(&p), 0);
     let doc = stdout_json(&o);
@@ -329,12 +319,7 @@ fn names_stay_on_one_line() {
 /// on one line (not its pull retries).
 #[test]
 fn a_missing_image_on_podman_is_one_note_with_podmans_reason() {
-    let p = workflow(
-        "missing-image",
-        &format!(
-            "{HEAD}spec:\n  steps:\n  - shell: echo first\n  - run: {{image: 'localhost/stepinit/qa-no-such-image:1', shell: 'true'}}\n"
-        ),
-    );
+    let p = spec_wf("missing-image", "spec:\n  steps:\n  - shell: echo first\n  - run: {image: 'localhost/stepinit/qa-no-such-image:1', shell: 'true'}\n");
     let (o, _) = exits(Engine::Podman.run_cmd(&["--output", "json"]).arg(&p), 1);
     let doc = stdout_json(&o);
     assert_eq!(doc["status"], "failed", "{doc}");
@@ -374,12 +359,7 @@ fn a_workflow_from_standard_input() {
 /// names, not the image, and `plan` can look the image up (it has `--images` like `build`).
 #[test]
 fn decode_and_plan_do_not_need_image_metadata_they_cannot_use() {
-    let p = workflow(
-        "entrypoint-step",
-        &format!(
-            "{HEAD}spec:\n  steps:\n  - name: first\n    shell: 'true'\n  - run: {{image: 'localhost/stepinit/qa-unknown:1'}}\n"
-        ),
-    );
+    let p = spec_wf("entrypoint-step", "spec:\n  steps:\n  - name: first\n    shell: 'true'\n  - run: {image: 'localhost/stepinit/qa-unknown:1'}\n");
     let mut decode = stepctl();
     decode
         .args(["decode", "--output", "json", "--workflow"])
@@ -410,12 +390,7 @@ fn decode_and_plan_do_not_need_image_metadata_they_cannot_use() {
 /// play's lock, and the stops queued behind it: the whole workflow ran and "passed".
 #[test]
 fn an_early_ctrl_c_on_podman_stops_the_containers_that_start_later() {
-    let p = workflow(
-        "early-interrupt",
-        &format!(
-            "{HEAD}spec:\n  steps:\n  - name: first\n    shell: sleep 1\n  - name: long\n    shell: |\n      trap 'echo got TERM; exit 143' TERM\n      sleep 30 &\n      wait\n  - name: later\n    shell: echo must not run\n"
-        ),
-    );
+    let p = spec_wf("early-interrupt", "spec:\n  steps:\n  - name: first\n    shell: sleep 1\n  - name: long\n    shell: |\n      trap 'echo got TERM; exit 143' TERM\n      sleep 30 &\n      wait\n  - name: later\n    shell: echo must not run\n");
     let mut child = Engine::Podman
         .run_cmd(&["--output", "json"])
         .arg(&p)
@@ -447,12 +422,7 @@ fn an_early_ctrl_c_on_podman_stops_the_containers_that_start_later() {
 #[test]
 fn status_names_skipped_steps_from_the_pods_own_spec() {
     let conf = containers_conf();
-    let p = workflow(
-        "status-names",
-        &format!(
-            "{HEAD}spec:\n  steps:\n  - name: breaks\n    shell: exit 1\n  - name: never reached\n    shell: 'true'\n"
-        ),
-    );
+    let p = spec_wf("status-names", "spec:\n  steps:\n  - name: breaks\n    shell: exit 1\n  - name: never reached\n    shell: 'true'\n");
     let (_, err) = exits(
         Engine::Podman
             .run_cmd(&["--keep", "--output", "json"])
