@@ -288,6 +288,7 @@ mod tests {
                 status: Status::Failed,
                 ms: 3,
                 last: true,
+                reason: None,
             },
             &mut stream,
         );
@@ -301,7 +302,8 @@ mod tests {
                     Record::Done {
                         status: Status::Failed,
                         ms: 3,
-                        last: true
+                        last: true,
+                        reason: None
                     }
                 ]
             );

@@ -80,8 +80,14 @@ pub enum Record {
         reason: Option<String>,
     },
     /// The end of what this init ran. `last` is true from the init that ran the workflow's last
-    /// container: then `status` is the workflow's result; otherwise the result so far.
-    Done { status: Status, ms: u64, last: bool },
+    /// container: then `status` is the workflow's result; otherwise the result so far. `reason`
+    /// says why the workflow fails whatever its steps did (its state failed verification).
+    Done {
+        status: Status,
+        ms: u64,
+        last: bool,
+        reason: Option<String>,
+    },
 }
 
 impl Record {
@@ -122,7 +128,12 @@ impl Record {
                     str_field(out, "reason", r, MAX_TEXT_JSON);
                 }
             }
-            Record::Done { status, ms, last } => {
+            Record::Done {
+                status,
+                ms,
+                last,
+                reason,
+            } => {
                 out.extend_from_slice(b"\"done\"");
                 str_field(out, "status", status.as_str(), usize::MAX);
                 num_field(out, "ms", false, *ms);
@@ -131,6 +142,9 @@ impl Record {
                 } else {
                     b",\"last\":false"
                 });
+                if let Some(r) = reason {
+                    str_field(out, "reason", r, MAX_TEXT_JSON);
+                }
             }
         }
         out.push(b'}');
@@ -184,6 +198,7 @@ impl Record {
                 status: status()?,
                 ms: u64::try_from(int("ms")?).map_err(|_| "negative ms")?,
                 last: matches!(get("last"), Some(Value::Bool(true))),
+                reason: opt_text("reason")?,
             },
             _ => return Ok(None),
         };
@@ -504,6 +519,13 @@ mod tests {
             status: Status::Aborted,
             ms: 5,
             last: true,
+            reason: None,
+        });
+        roundtrip(Record::Done {
+            status: Status::Failed,
+            ms: 5,
+            last: false,
+            reason: Some("the state failed verification".into()),
         });
     }
 
@@ -604,6 +626,7 @@ mod tests {
             status: Status::Passed,
             ms: u64::MAX,
             last: false,
+            reason: None,
         };
         let mut out = Vec::new();
         r.encode_json(&mut out);

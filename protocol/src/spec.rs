@@ -164,6 +164,10 @@ impl std::error::Error for SpecError {}
 /// Longest accepted step id or name, in bytes (records must stay small).
 pub const MAX_ID_LEN: usize = 256;
 
+/// Deepest nesting of groups: `steps[0].steps[0]...` at most this many levels (every reader of a
+/// spec walks its tree recursively, and JSON readers stop at 128 levels, two per group).
+pub const MAX_DEPTH: usize = 32;
+
 impl Spec {
     /// Checks what serde cannot: version, leaf/group shape, unique ids, container indexes.
     pub fn validate(&self) -> Result<(), SpecError> {
@@ -180,9 +184,10 @@ impl Spec {
         if self.steps.is_empty() {
             return Err(err("steps", "a spec needs at least one step".into()));
         }
+        validate_env(&self.env, "env")?;
         let mut ids = std::collections::HashSet::new();
         for (i, s) in self.steps.iter().enumerate() {
-            self.validate_step(s, &format!("steps[{i}]"), &(i + 1).to_string(), &mut ids)?;
+            self.validate_step(s, &format!("steps[{i}]"), &(i + 1).to_string(), 1, &mut ids)?;
         }
         Ok(())
     }
@@ -192,8 +197,16 @@ impl Spec {
         s: &Step,
         path: &str,
         default_id: &str,
+        depth: usize,
         ids: &mut std::collections::HashSet<String>,
     ) -> Result<(), SpecError> {
+        if depth > MAX_DEPTH {
+            return Err(err(
+                path,
+                format!("groups nest deeper than {MAX_DEPTH} levels"),
+            ));
+        }
+        validate_env(&s.env, &format!("{path}.env"))?;
         let id = s.id.as_deref().unwrap_or(default_id);
         if id.is_empty() || id.len() > MAX_ID_LEN {
             return Err(err(
@@ -267,6 +280,7 @@ impl Spec {
                 c,
                 &format!("{path}.steps[{i}]"),
                 &format!("{id}.{}", i + 1),
+                depth + 1,
                 ids,
             )?;
         }
@@ -277,6 +291,35 @@ impl Spec {
     pub fn container_count(&self) -> usize {
         self.containers.len().max(1)
     }
+}
+
+/// An environment variable's name must be something `execve` can pass on and a program read
+/// back: not empty, no `=` (it would end the name) and no NUL.
+fn validate_env(env: &[EnvVar], path: &str) -> Result<(), SpecError> {
+    for (i, e) in env.iter().enumerate() {
+        let bad = if e.name.is_empty() {
+            Some("is empty")
+        } else if e.name.contains('=') {
+            Some("contains '='")
+        } else if e.name.contains('\0') {
+            Some("contains a NUL byte")
+        } else {
+            None
+        };
+        if let Some(what) = bad {
+            return Err(err(
+                &format!("{path}[{i}].name"),
+                format!("{:?} {what}", e.name),
+            ));
+        }
+        if e.value.contains('\0') {
+            return Err(err(
+                &format!("{path}[{i}].value"),
+                "contains a NUL byte".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn err(path: &str, message: String) -> SpecError {
@@ -346,6 +389,47 @@ mod tests {
         a.container = Some(1);
         let e = spec(vec![a]).validate().unwrap_err();
         assert_eq!(e.path, "steps[0].container");
+    }
+
+    #[test]
+    fn env_names_must_be_names() {
+        for (name, want) in [
+            ("", r#"steps[0].env[0].name: "" is empty"#),
+            ("A=B", r#"steps[0].env[0].name: "A=B" contains '='"#),
+            ("A\0", r#"steps[0].env[0].name: "A\0" contains a NUL byte"#),
+        ] {
+            let mut a = leaf("a");
+            a.env = vec![EnvVar {
+                name: name.into(),
+                value: "v".into(),
+            }];
+            assert_eq!(spec(vec![a]).validate().unwrap_err().to_string(), want);
+        }
+        let mut s = spec(vec![leaf("a")]);
+        s.env = vec![EnvVar {
+            name: "=".into(),
+            value: String::new(),
+        }];
+        assert_eq!(s.validate().unwrap_err().path, "env[0].name");
+    }
+
+    #[test]
+    fn groups_nest_at_most_max_depth_levels() {
+        let nest = |levels: usize| {
+            let mut s = leaf("a");
+            for _ in 0..levels {
+                s = Step {
+                    steps: vec![s],
+                    ..Default::default()
+                };
+            }
+            spec(vec![s])
+        };
+        // MAX_DEPTH levels of steps in all: MAX_DEPTH - 1 groups around a leaf.
+        assert_eq!(nest(MAX_DEPTH - 1).validate(), Ok(()));
+        let e = nest(MAX_DEPTH).validate().unwrap_err();
+        assert!(e.message.contains("nest deeper than 32"), "{e}");
+        assert_eq!(e.path.matches("steps").count(), MAX_DEPTH + 1);
     }
 
     #[test]
