@@ -1,14 +1,23 @@
 //! The sequencing logic of spec mode, as a pure state machine.
 //!
-//! Inputs are [`Event`]s (the running leaf exited, could not be spawned, reached its deadline, or
-//! the workflow is aborted) with an injected monotonic "now" in milliseconds; outputs are
-//! [`Action`]s (spawn a leaf, start its stop sequence, emit a record, save the state, exit). No
-//! process, clock or file is touched here, so every rule is unit-tested without processes.
+//! Inputs are [`Event`]s (the leaf was spawned, exited, could not be spawned, reached its
+//! deadline, or the workflow is aborted) with an injected monotonic "now" in milliseconds;
+//! outputs are [`Action`]s (spawn a leaf, start its stop sequence, journal an entry, emit a
+//! record, exit). No process, clock or file is touched here, so every rule is unit-tested without
+//! processes.
 //!
 //! The walk: the spec's tree in order. A node is entered once (condition evaluated, `start`
 //! emitted), a leaf runs (attempt after attempt while `retry` allows), a group ends when its last
-//! child has. Across containers the [`State`] carries every node's phase and every scope's
-//! "failed so far", so the init of container N continues where the init of N-1 stopped.
+//! child has.
+//!
+//! Every change of the state is an [`Entry`], applied by one function ([`Machine::replay`] for a
+//! journal read back, the same code live), so the state an init continues from is exactly the
+//! one the earlier init had. Live, each entry comes out as [`Action::Journal`] before the records
+//! it stands for: a record is never printed before the journal has it (write-ahead), and an init
+//! that continues a journal prints the records of its last entry again, since its writer may have
+//! died before printing them. Readers drop such repeats (the same start or end of the same
+//! attempt). Across containers the state carries every node's phase and every scope's "failed so
+//! far", so the init of container N continues where the init of N-1 stopped.
 
 use serde::{Deserialize, Serialize};
 use stepinit_protocol::spec::{Condition, Spec, Until};
@@ -23,14 +32,18 @@ pub const EXIT_ABORTED: i32 = 130;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// The leaf of the last [`Action::Spawn`] runs: its process exists.
+    Spawned,
     /// The leaf's main process exited with this code (128+N: signal N) and its whole process tree
     /// is gone. After a [`Action::Stop`], this is "the stop sequence finished".
     Exited { code: i32 },
-    /// The leaf could not be started (program not found, working directory, ...).
+    /// The leaf of the last [`Action::Spawn`] could not be started (program not found, working
+    /// directory, ...).
     SpawnFailed { code: Option<i32>, reason: String },
     /// The deadline given with [`Action::Spawn`] was reached.
     Deadline,
-    /// SIGTERM/SIGINT: stop the running leaf, skip everything after it.
+    /// SIGTERM/SIGINT: stop the running leaf (or do not start the one being spawned), skip
+    /// everything after it.
     Abort,
 }
 
@@ -53,25 +66,61 @@ pub struct Launch {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
+    /// Start this attempt, then report [`Event::Spawned`] or [`Event::SpawnFailed`] (or
+    /// [`Event::Abort`], when a signal arrived before it could start).
     Spawn(Launch),
     /// Start the stop sequence of the running leaf; an [`Event::Exited`] follows when it is done.
     Stop,
+    /// Append this entry to the journal (with `--state`) before doing the actions after it.
+    Journal(Entry),
     Emit(Record),
-    /// The state changed: persist [`Machine::state`] (when `--state` is given). The driver
-    /// saves it as it is after the whole batch of actions.
-    Save,
     Exit(i32),
+}
+
+/// One change of the state, as the journal keeps it (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A node started: an attempt of a leaf (once its process exists), a group entered, or the
+    /// workflow itself (node 0). `at`: monotonic ms.
+    Start { node: usize, attempt: u32, at: u64 },
+    /// A node ended with this result; `fin` is false for a leaf's attempt that another one
+    /// follows. An end whose attempt has no start: that attempt never began.
+    End {
+        node: usize,
+        status: Status,
+        code: Option<i32>,
+        ms: u64,
+        attempt: u32,
+        fin: bool,
+        reason: Option<String>,
+    },
+    /// A leaf whose attempt ended with a retry to follow keeps that attempt's result as final:
+    /// the container that runs it ended before the next attempt began. Prints nothing.
+    Settle { node: usize },
+    /// The subtree is skipped: this container reports the nodes it owns (and those of containers
+    /// that already ended), later ones are left `skipPending` for their owners to report.
+    Skip { node: usize, reason: String },
+    /// The group's deadline has passed.
+    TimedOut { node: usize },
+    /// SIGTERM/SIGINT reached an init: everything not yet run is skipped.
+    Abort,
+    /// The state this init was given failed verification: the workflow fails, with this reason.
+    Taint { reason: String },
+    /// This container's init has reported all its steps (the journal's seal).
+    Done { status: Status, ms: u64 },
 }
 
 /// A node's phase, persisted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "camelCase")]
 pub enum Phase {
     Pending,
     /// Skipped (a skipped group, an abort) by an earlier container; the container that owns the
     /// node reports it (with the saved reason).
     SkipPending,
     Running,
+    /// A leaf's attempt ended (`last`, `code`) and another attempt is due.
+    Retrying,
     Passed,
     Failed,
     Skipped,
@@ -82,7 +131,7 @@ pub enum Phase {
 impl Phase {
     pub fn status(self) -> Option<Status> {
         Some(match self {
-            Phase::Pending | Phase::SkipPending | Phase::Running => return None,
+            Phase::Pending | Phase::SkipPending | Phase::Running | Phase::Retrying => return None,
             Phase::Passed => Status::Passed,
             Phase::Failed => Status::Failed,
             Phase::Skipped => Status::Skipped,
@@ -121,9 +170,47 @@ pub struct NodeState {
     pub attempt: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<i32>,
+    /// The result of a `retrying` leaf's last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<StatusName>,
     /// Why a `skipPending` node is skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// A [`Status`] as the state file spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusName {
+    Passed,
+    Failed,
+    Skipped,
+    Timeout,
+    Aborted,
+}
+
+impl From<Status> for StatusName {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Passed => StatusName::Passed,
+            Status::Failed => StatusName::Failed,
+            Status::Skipped => StatusName::Skipped,
+            Status::Timeout => StatusName::Timeout,
+            Status::Aborted => StatusName::Aborted,
+        }
+    }
+}
+
+impl From<StatusName> for Status {
+    fn from(s: StatusName) -> Self {
+        match s {
+            StatusName::Passed => Status::Passed,
+            StatusName::Failed => Status::Failed,
+            StatusName::Skipped => Status::Skipped,
+            StatusName::Timeout => Status::Timeout,
+            StatusName::Aborted => Status::Aborted,
+        }
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -146,15 +233,17 @@ impl NodeState {
             deadline_ms: None,
             attempt: 0,
             code: None,
+            last: None,
             reason: None,
         }
     }
 }
 
-/// Version of the state file format.
-pub const STATE_VERSION: u32 = 1;
+/// Version of the state format (the journal's snapshot).
+pub const STATE_VERSION: u32 = 2;
 
-/// Everything the next container's init needs, saved as JSON after every step change.
+/// Everything the next container's init needs: the snapshot at the head of each container's
+/// journal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct State {
@@ -164,7 +253,10 @@ pub struct State {
     /// SIGTERM/SIGINT reached an init: everything not yet run is skipped.
     #[serde(default)]
     pub aborted: bool,
-    /// The container whose init wrote this state last.
+    /// Why the workflow fails whatever its steps did (a state that failed verification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taint: Option<String>,
+    /// The container whose init wrote this state.
     pub container: u32,
     /// Per node, in tree pre-order; index 0 is the workflow.
     pub nodes: Vec<NodeState>,
@@ -221,19 +313,27 @@ struct Running {
 }
 
 /// Spec mode's sequencing for the init of container `group`. Node indexes only come from the
-/// tree built in [`Machine::new`], and `st` has one entry per node (a loaded state of another
-/// length is refused), so the indexing below cannot panic.
+/// tree built in [`Machine::new`] or from entries checked by [`Machine::replay`], and `st` has
+/// one entry per node (a snapshot of another length is refused), so the indexing below cannot
+/// panic.
 #[derive(Debug, Clone)]
 pub struct Machine {
     nodes: Vec<Node>,
     st: Vec<NodeState>,
     fingerprint: String,
     aborted: bool,
+    taint: Option<String>,
     group: u32,
-    last: bool,
+    count: u32,
     cursor: Cursor,
     running: Option<Running>,
-    /// Nodes whose end record this init emitted (for the termination summary).
+    /// The leaf and attempt of the last [`Action::Spawn`], until it is spawned or abandoned.
+    launching: Option<(usize, u32)>,
+    /// This container's seal was replayed: its init already ran to its end, with this result.
+    finished: Option<Status>,
+    /// Run without a state (no `--state`): earlier containers' steps are unknown, not lost.
+    stateless: bool,
+    /// Nodes whose final end record this init emitted (for the termination summary).
     reported: Vec<usize>,
 }
 
@@ -247,12 +347,7 @@ pub struct BuildError {
 impl Machine {
     /// `shell` is the program for `shell` steps when the spec names none. The spec must already
     /// be [`Spec::validate`]d.
-    pub fn new(
-        spec: &Spec,
-        group: u32,
-        shell: &str,
-        state: Option<State>,
-    ) -> Result<Machine, BuildError> {
+    pub fn new(spec: &Spec, group: u32, shell: &str) -> Result<Machine, BuildError> {
         let mut nodes = vec![Node {
             id: String::new(),
             name: None,
@@ -276,15 +371,12 @@ impl Machine {
         }];
         let shell = spec.shell.as_deref().unwrap_or(shell);
         let mut last_container = 0;
-        add_children(
-            &mut nodes,
-            0,
-            &spec.steps,
-            "steps",
-            "",
+        let mut b = Builder {
+            nodes: &mut nodes,
             shell,
-            &mut last_container,
-        )?;
+            last_container: &mut last_container,
+        };
+        b.add_children(0, &spec.steps, "steps", "")?;
         let count = spec.container_count() as u32;
         if group >= count {
             return Err(BuildError {
@@ -293,50 +385,76 @@ impl Machine {
             });
         }
         let fingerprint = fingerprint(&nodes);
-        let (st, aborted) = match state {
-            None => (vec![NodeState::pending(); nodes.len()], false),
-            Some(s) => {
-                if s.version != STATE_VERSION {
-                    return Err(BuildError {
-                        path: "state.version".into(),
-                        message: format!("unsupported state version {}", s.version),
-                    });
-                }
-                if s.spec != fingerprint || s.nodes.len() != nodes.len() {
-                    return Err(BuildError {
-                        path: "state.spec".into(),
-                        message: "the state was written for another spec".into(),
-                    });
-                }
-                (s.nodes, s.aborted)
-            }
-        };
         Ok(Machine {
+            st: vec![NodeState::pending(); nodes.len()],
             nodes,
-            st,
             fingerprint,
-            aborted,
+            aborted: false,
+            taint: None,
             group,
-            last: group + 1 == count,
+            count,
             cursor: Cursor::Enter(0),
             running: None,
+            launching: None,
+            finished: None,
+            stateless: false,
             reported: Vec::new(),
         })
     }
 
-    /// The state to persist.
+    /// Without a state, this container runs as if it were the only one: the steps of earlier
+    /// containers are reported skipped (nothing is known of them), not aborted.
+    pub fn without_state(&mut self) {
+        self.stateless = true;
+    }
+
+    /// Identifies the spec's tree: journals and snapshots name it.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    pub fn group(&self) -> u32 {
+        self.group
+    }
+
+    /// Nodes in the tree, the workflow itself included.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The snapshot that heads this container's journal: the state as it is now.
     pub fn state(&self) -> State {
         State {
             version: STATE_VERSION,
             spec: self.fingerprint.clone(),
             aborted: self.aborted,
+            taint: self.taint.clone(),
             container: self.group,
             nodes: self.st.clone(),
         }
     }
 
+    /// Takes over a snapshot (from the head of a journal). Err: it does not fit this spec.
+    pub fn restore(&mut self, s: State) -> Result<(), String> {
+        if s.version != STATE_VERSION {
+            return Err(format!("unsupported state version {}", s.version));
+        }
+        if s.spec != self.fingerprint || s.nodes.len() != self.nodes.len() {
+            return Err("the state was written for another spec".into());
+        }
+        self.st = s.nodes;
+        self.aborted = s.aborted;
+        self.taint = s.taint;
+        Ok(())
+    }
+
     pub fn is_last(&self) -> bool {
-        self.last
+        self.group + 1 == self.count
+    }
+
+    /// Whether this container's seal was replayed: its init already ran to its end.
+    pub fn already_finished(&self) -> bool {
+        self.finished.is_some()
     }
 
     /// (step id, status, exit code) of each step this init reported an end for, in order.
@@ -354,27 +472,197 @@ impl Machine {
     pub fn workflow_status(&self) -> Status {
         if self.aborted {
             Status::Aborted
-        } else if self.st[0].failed || self.st[0].timed_out {
+        } else if self.st[0].failed || self.st[0].timed_out || self.taint.is_some() {
             Status::Failed
         } else {
             Status::Passed
         }
     }
 
-    /// First call: recovers from a killed predecessor, then runs up to the first spawn.
-    pub fn start(&mut self, now: u64) -> Vec<Action> {
-        let mut out = Vec::new();
-        if self.st[0].phase == Phase::Pending {
-            self.st[0].phase = Phase::Running;
-            self.st[0].started_ms = now;
+    fn exit_code(&self, status: Status) -> i32 {
+        match (self.is_last(), status) {
+            (false, _) | (true, Status::Passed) => 0,
+            (true, Status::Aborted) => EXIT_ABORTED,
+            (true, _) => EXIT_FAILED,
         }
-        // A leaf left `running` means the init running it was killed (OOM, node pressure): it
-        // is reported aborted here, counts as a failure, and the walk goes on by the conditions.
+    }
+
+    /// Applies an entry read back from the journal of container `from` and returns the records
+    /// it stands for. Err: it cannot have been written by an init running this spec (an index out
+    /// of range, a step that already ended): the journal is not to be trusted.
+    pub fn replay(&mut self, from: u32, e: &Entry) -> Result<Vec<Record>, String> {
+        let node = match e {
+            Entry::Start { node, .. }
+            | Entry::End { node, .. }
+            | Entry::Settle { node }
+            | Entry::Skip { node, .. }
+            | Entry::TimedOut { node } => Some(*node),
+            Entry::Abort | Entry::Taint { .. } | Entry::Done { .. } => None,
+        };
+        if let Some(i) = node {
+            if i >= self.nodes.len() {
+                return Err(format!("node {i} does not exist"));
+            }
+            let phase = self.st[i].phase;
+            let ok = match e {
+                Entry::Start { .. } | Entry::End { .. } => phase.status().is_none(),
+                Entry::Settle { .. } => phase == Phase::Retrying,
+                Entry::TimedOut { .. } => self.nodes[i].leaf.is_none(),
+                _ => true,
+            };
+            if !ok {
+                return Err(format!("node {i} cannot change from {phase:?} that way"));
+            }
+        }
+        if from > self.group {
+            return Err(format!("entry of container {from}, after this one"));
+        }
+        Ok(self.apply(e, from))
+    }
+
+    /// The one place the state changes: live (through [`Machine::commit`]) and on replay.
+    fn apply(&mut self, e: &Entry, from: u32) -> Vec<Record> {
+        let mut recs = Vec::new();
+        match e {
+            Entry::Start { node, attempt, at } => {
+                let i = *node;
+                let group_deadline = match self.nodes[i].leaf {
+                    None => self.nodes[i].timeout_ms.map(|t| at.saturating_add(t)),
+                    Some(_) => None,
+                };
+                let s = &mut self.st[i];
+                s.phase = Phase::Running;
+                s.attempt = *attempt;
+                s.started_ms = *at;
+                if self.nodes[i].leaf.is_none() {
+                    s.deadline_ms = group_deadline;
+                }
+                if i != 0 {
+                    recs.push(Record::Start {
+                        step: self.nodes[i].id.clone(),
+                        name: self.nodes[i].name.clone(),
+                        attempt: *attempt,
+                    });
+                }
+            }
+            Entry::End {
+                node,
+                status,
+                code,
+                ms,
+                attempt,
+                fin,
+                reason,
+            } => {
+                let i = *node;
+                let s = &mut self.st[i];
+                s.code = *code;
+                s.attempt = *attempt;
+                if *fin {
+                    s.phase = Phase::done(*status);
+                    s.last = None;
+                    self.settled(i, *status);
+                } else {
+                    s.phase = Phase::Retrying;
+                    s.last = Some((*status).into());
+                }
+                recs.push(Record::End {
+                    step: self.nodes[i].id.clone(),
+                    status: *status,
+                    code: *code,
+                    ms: *ms,
+                    attempt: *attempt,
+                    reason: reason.clone(),
+                });
+            }
+            Entry::Settle { node } => {
+                let i = *node;
+                let status = self.st[i].last.take().map_or(Status::Failed, Status::from);
+                self.st[i].phase = Phase::done(status);
+                self.settled(i, status);
+            }
+            Entry::Skip { node, reason } => self.skip_subtree(*node, reason, from, &mut recs),
+            Entry::TimedOut { node } => self.st[*node].timed_out = true,
+            Entry::Abort => self.aborted = true,
+            Entry::Taint { reason } => self.taint = Some(reason.clone()),
+            Entry::Done { status, ms } => {
+                if from == self.group {
+                    self.finished = Some(*status);
+                }
+                recs.push(Record::Done {
+                    status: *status,
+                    ms: *ms,
+                    last: from + 1 == self.count,
+                    reason: self.taint.clone(),
+                });
+            }
+        }
+        recs
+    }
+
+    /// A node has its final result: a failure fails its parent's scope.
+    fn settled(&mut self, i: usize, status: Status) {
+        self.reported.push(i);
+        if i != 0 && status.is_failure() && !self.nodes[i].optional {
+            let p = self.nodes[i].parent;
+            self.st[p].failed = true;
+        }
+    }
+
+    /// Applies a live entry: journaled first, then the records it stands for.
+    fn commit(&mut self, e: Entry, out: &mut Vec<Action>) {
+        let recs = self.apply(&e, self.group);
+        out.push(Action::Journal(e));
+        out.extend(recs.into_iter().map(Action::Emit));
+    }
+
+    /// First call, after the journal (if any) was replayed: `taint` says why the journal could not
+    /// be trusted. Recovers from a killed predecessor, then runs up to the first spawn.
+    pub fn start(&mut self, now: u64, taint: Option<String>) -> Vec<Action> {
+        let mut out = Vec::new();
+        if let Some(status) = self.finished {
+            // Its seal was replayed: this container already ran to its end; nothing runs twice.
+            out.push(Action::Exit(self.exit_code(status)));
+            return out;
+        }
+        // The reported list serves the summary of what this init prints, not what it replayed.
+        self.reported.clear();
+        if let Some(reason) = taint {
+            self.commit(Entry::Taint { reason }, &mut out);
+        }
+        if self.st[0].phase == Phase::Pending {
+            self.commit(
+                Entry::Start {
+                    node: 0,
+                    attempt: 1,
+                    at: now,
+                },
+                &mut out,
+            );
+        }
+        // A leaf left `running` means the init running it was killed (OOM, node pressure) after
+        // the step's process started: it is reported aborted here, counts as a failure, and the
+        // walk goes on by the conditions.
         for i in 1..self.nodes.len() {
-            if self.nodes[i].leaf.is_some() && self.st[i].phase == Phase::Running {
-                let c = self.nodes[i].leaf.as_ref().map_or(0, |l| l.container);
-                let reason = format!("the init of container {c} was killed while this step ran");
-                self.end_node(i, Status::Aborted, None, Some(reason), now, &mut out);
+            let Some(l) = &self.nodes[i].leaf else {
+                continue;
+            };
+            if self.st[i].phase == Phase::Running {
+                let reason = format!(
+                    "the init of container {} was killed before it recorded this step's end",
+                    l.container
+                );
+                let s = &self.st[i];
+                let e = Entry::End {
+                    node: i,
+                    status: Status::Aborted,
+                    code: None,
+                    ms: now.saturating_sub(s.started_ms),
+                    attempt: s.attempt.max(1),
+                    fin: true,
+                    reason: Some(reason),
+                };
+                self.commit(e, &mut out);
             }
         }
         self.advance(now, &mut out);
@@ -384,17 +672,62 @@ impl Machine {
     pub fn handle(&mut self, ev: Event, now: u64) -> Vec<Action> {
         let mut out = Vec::new();
         match ev {
+            Event::Spawned => {
+                let Some((i, attempt)) = self.launching.take() else {
+                    return out;
+                };
+                let e = Entry::Start {
+                    node: i,
+                    attempt,
+                    at: now,
+                };
+                self.commit(e, &mut out);
+                self.running = Some(Running {
+                    node: i,
+                    stopping: Stopping::No,
+                });
+            }
+            Event::SpawnFailed { code, reason } => {
+                let Some((i, attempt)) = self.launching.take() else {
+                    return out;
+                };
+                // The attempt began (its start is reported) and failed at once.
+                let e = Entry::Start {
+                    node: i,
+                    attempt,
+                    at: now,
+                };
+                self.commit(e, &mut out);
+                self.attempt_ended(i, Status::Failed, code, Some(reason), now, &mut out);
+            }
             Event::Abort => {
-                let first = !self.aborted;
-                self.aborted = true;
+                if !self.aborted {
+                    self.commit(Entry::Abort, &mut out);
+                }
                 if let Some(r) = self.running.as_mut() {
                     if r.stopping == Stopping::No {
                         out.push(Action::Stop);
                     }
                     r.stopping = Stopping::Abort;
-                }
-                if first {
-                    out.push(Action::Save);
+                } else if let Some((i, attempt)) = self.launching.take() {
+                    // Aborted between two steps: this attempt never begins.
+                    let reason = if attempt > 1 {
+                        format!("aborted before attempt {attempt} started")
+                    } else {
+                        "aborted before the step started".to_string()
+                    };
+                    let e = Entry::End {
+                        node: i,
+                        status: Status::Aborted,
+                        code: None,
+                        ms: 0,
+                        attempt,
+                        fin: true,
+                        reason: Some(reason),
+                    };
+                    self.commit(e, &mut out);
+                    self.cursor = self.after(i);
+                    self.advance(now, &mut out);
                 }
             }
             Event::Deadline => {
@@ -407,7 +740,7 @@ impl Machine {
                 let node = r.node;
                 // An enclosing group whose deadline passed (also at the same instant as the
                 // leaf's own) is marked timed out and names the reason.
-                let (who, ms) = match self.timed_out_scope(node, now) {
+                let (who, ms) = match self.timed_out_scope(node, now, &mut out) {
                     Some(g) => (
                         format!("group {} ", self.nodes[g].id),
                         self.nodes[g].timeout_ms,
@@ -439,19 +772,24 @@ impl Machine {
                 };
                 self.attempt_ended(r.node, status, Some(code), reason, now, &mut out);
             }
-            Event::SpawnFailed { code, reason } => {
-                let Some(r) = self.running.take() else {
-                    return out;
-                };
-                let status = if r.stopping == Stopping::Abort {
-                    Status::Aborted
-                } else {
-                    Status::Failed
-                };
-                self.attempt_ended(r.node, status, code, Some(reason), now, &mut out);
-            }
         }
         out
+    }
+
+    /// Whether leaf `i` may have another attempt after one that ended `status`.
+    fn may_retry(&mut self, i: usize, status: Status, now: u64, out: &mut Vec<Action>) -> bool {
+        let Some((count, until)) = self.nodes[i].retry else {
+            return false;
+        };
+        let satisfied = match until {
+            Until::Passed => status == Status::Passed,
+            Until::Failed => status.is_failure(),
+        };
+        !satisfied
+            && self.st[i].attempt <= count
+            && status != Status::Aborted
+            && !self.aborted
+            && self.timed_out_scope(i, now, out).is_none()
     }
 
     fn attempt_ended(
@@ -463,89 +801,38 @@ impl Machine {
         now: u64,
         out: &mut Vec<Action>,
     ) {
-        let attempt = self.st[i].attempt;
-        let retry_more = match self.nodes[i].retry {
-            Some((count, until)) => {
-                let satisfied = match until {
-                    Until::Passed => status == Status::Passed,
-                    Until::Failed => status.is_failure(),
-                };
-                !satisfied
-                    && attempt <= count
-                    && status != Status::Aborted
-                    && !self.aborted
-                    && self.timed_out_scope(i, now).is_none()
-            }
-            None => false,
+        let more = self.may_retry(i, status, now, out);
+        let s = &self.st[i];
+        let e = Entry::End {
+            node: i,
+            status,
+            code,
+            ms: now.saturating_sub(s.started_ms),
+            attempt: s.attempt,
+            fin: !more,
+            reason,
         };
-        if retry_more {
-            out.push(self.end_record(i, status, code, reason, now));
-            self.start_attempt(i, attempt + 1, now, out);
+        self.commit(e, out);
+        if more {
+            let next = self.st[i].attempt + 1;
+            self.launch(i, next, now, out);
             return;
         }
-        self.end_node(i, status, code, reason, now, out);
         self.cursor = self.after(i);
         self.advance(now, out);
     }
 
-    /// Marks a node done, emits its end, propagates a failure to its parent scope.
-    fn end_node(
-        &mut self,
-        i: usize,
-        status: Status,
-        code: Option<i32>,
-        reason: Option<String>,
-        now: u64,
-        out: &mut Vec<Action>,
-    ) {
-        self.st[i].phase = Phase::done(status);
-        self.st[i].code = code;
-        // Saved before it is printed: an init killed while its stdout blocks must not leave a
-        // printed result that the state still calls `running` (the next init would report it
-        // again, as aborted).
-        out.push(Action::Save);
-        out.push(self.end_record(i, status, code, reason, now));
-        self.reported.push(i);
-        if status.is_failure() && !self.nodes[i].optional {
-            let p = self.nodes[i].parent;
-            self.st[p].failed = true;
-        }
-    }
-
-    /// The `end` record of node `i`'s current attempt (a skipped node never ran: attempt 0, 0 ms).
-    fn end_record(
-        &self,
-        i: usize,
-        status: Status,
-        code: Option<i32>,
-        reason: Option<String>,
-        now: u64,
-    ) -> Action {
-        let ran = status != Status::Skipped;
-        let s = &self.st[i];
-        Action::Emit(Record::End {
-            step: self.nodes[i].id.clone(),
-            status,
-            code,
-            ms: if ran {
-                now.saturating_sub(s.started_ms)
-            } else {
-                0
-            },
-            attempt: if ran { s.attempt.max(1) } else { 0 },
-            reason,
-        })
-    }
-
-    /// The outermost enclosing group of `i` whose deadline has passed, if any; every such group
-    /// is marked timed out.
-    fn timed_out_scope(&mut self, i: usize, now: u64) -> Option<usize> {
+    /// The outermost enclosing group of `i` whose deadline has passed, if any; each such group
+    /// not yet marked is marked timed out.
+    fn timed_out_scope(&mut self, i: usize, now: u64, out: &mut Vec<Action>) -> Option<usize> {
         let mut outermost = None;
         let mut g = i;
         while g != 0 {
             g = self.nodes[g].parent;
             if self.st[g].deadline_ms.is_some_and(|d| now >= d) {
-                self.st[g].timed_out = true;
+                if !self.st[g].timed_out {
+                    self.commit(Entry::TimedOut { node: g }, out);
+                }
                 outermost = Some(g);
             }
         }
@@ -581,13 +868,12 @@ impl Machine {
         }
     }
 
-    /// Skips a subtree: this container reports the nodes it owns (and those of containers that
-    /// already ended); nodes of later containers are left `skipPending` for them to report, so
-    /// each container's log holds its own steps only.
-    fn skip_subtree(&mut self, i: usize, reason: &str, out: &mut Vec<Action>) {
+    /// Skips a subtree for container `by` (see [`Entry::Skip`]); pushes the end records of the
+    /// nodes it reports.
+    fn skip_subtree(&mut self, i: usize, reason: &str, by: u32, recs: &mut Vec<Record>) {
         // Post-order, like a group's end coming after its children's.
         for c in self.nodes[i].children.clone() {
-            self.skip_subtree(c, reason, out);
+            self.skip_subtree(c, reason, by, recs);
         }
         let phase = self.st[i].phase;
         if phase != Phase::Pending && phase != Phase::SkipPending {
@@ -598,17 +884,25 @@ impl Machine {
             .reason
             .take()
             .unwrap_or_else(|| reason.to_string());
-        if self.owner(i) > self.group {
+        if self.owner(i) > by {
             self.st[i].phase = Phase::SkipPending;
             self.st[i].reason = Some(reason);
             return;
         }
         self.st[i].phase = Phase::Skipped;
-        out.push(self.end_record(i, Status::Skipped, None, Some(reason), 0));
         self.reported.push(i);
+        recs.push(Record::End {
+            step: self.nodes[i].id.clone(),
+            status: Status::Skipped,
+            code: None,
+            ms: 0,
+            attempt: 0,
+            reason: Some(reason),
+        });
     }
 
-    fn start_attempt(&mut self, i: usize, attempt: u32, now: u64, out: &mut Vec<Action>) {
+    /// Asks for attempt `attempt` of leaf `i`; it starts (is journaled and reported) once spawned.
+    fn launch(&mut self, i: usize, attempt: u32, now: u64, out: &mut Vec<Action>) {
         let n = &self.nodes[i];
         let Some(leaf) = n.leaf.as_ref() else {
             return;
@@ -632,7 +926,7 @@ impl Machine {
         for &a in chain.iter().rev() {
             env.extend(self.nodes[a].env.iter().cloned());
         }
-        let launch = Launch {
+        out.push(Action::Spawn(Launch {
             node: i,
             step: n.id.clone(),
             attempt,
@@ -643,24 +937,28 @@ impl Machine {
             gid: leaf.gid,
             grace_ms: n.grace_ms,
             deadline,
-        };
-        // Saved (as running) before its start is printed and it is spawned: an init killed
-        // from here on leaves a step the next init reports aborted.
-        out.push(Action::Save);
-        out.push(Action::Emit(Record::Start {
-            step: n.id.clone(),
-            name: n.name.clone(),
-            attempt,
         }));
-        out.push(Action::Spawn(launch));
-        let s = &mut self.st[i];
-        s.phase = Phase::Running;
-        s.attempt = attempt;
-        s.started_ms = now;
-        self.running = Some(Running {
-            node: i,
-            stopping: Stopping::No,
-        });
+        self.launching = Some((i, attempt));
+    }
+
+    /// Why node `i`, entered now, is skipped (None: it runs).
+    fn skip_reason(&mut self, i: usize, now: u64, out: &mut Vec<Action>) -> Option<String> {
+        if self.aborted {
+            return Some("the workflow was aborted".to_string());
+        }
+        if self.timed_out_scope(i, now, out).is_some() {
+            return Some("an enclosing group timed out".to_string());
+        }
+        let failed = self.scope_failed(i);
+        match self.nodes[i].condition {
+            Condition::Always => None,
+            Condition::Never => Some("condition: never".to_string()),
+            Condition::Passed if failed => Some("condition: passed, and a step failed".to_string()),
+            Condition::Failed if !failed => {
+                Some("condition: failed, and no step failed".to_string())
+            }
+            _ => None,
+        }
     }
 
     /// Walks the tree from the cursor until a leaf is spawned or this container is done.
@@ -669,17 +967,9 @@ impl Machine {
             match self.cursor {
                 Cursor::Finished => {
                     let status = self.workflow_status();
-                    out.push(Action::Save);
-                    out.push(Action::Emit(Record::Done {
-                        status,
-                        ms: now.saturating_sub(self.st[0].started_ms),
-                        last: self.last,
-                    }));
-                    out.push(Action::Exit(match (self.last, status) {
-                        (false, _) | (true, Status::Passed) => 0,
-                        (true, Status::Aborted) => EXIT_ABORTED,
-                        (true, _) => EXIT_FAILED,
-                    }));
+                    let ms = now.saturating_sub(self.st[0].started_ms);
+                    self.commit(Entry::Done { status, ms }, out);
+                    out.push(Action::Exit(self.exit_code(status)));
                     return;
                 }
                 Cursor::Leave(g) => {
@@ -689,6 +979,12 @@ impl Machine {
                         self.cursor = Cursor::Finished;
                         continue;
                     }
+                    // An aborted step (a signal, a killed init) leaves its groups aborted: nobody
+                    // knows what it would have done, so not even a negative group may pass.
+                    let aborted = self.nodes[g]
+                        .children
+                        .iter()
+                        .any(|&c| self.st[c].phase == Phase::Aborted && !self.nodes[c].optional);
                     let s = &self.st[g];
                     let (mut status, mut reason) = if s.timed_out {
                         (
@@ -698,12 +994,14 @@ impl Machine {
                                 fmt_ms(self.nodes[g].timeout_ms.unwrap_or(0))
                             )),
                         )
+                    } else if aborted {
+                        (Status::Aborted, Some("a step was aborted".into()))
                     } else if s.failed {
                         (Status::Failed, None)
                     } else {
                         (Status::Passed, None)
                     };
-                    if self.nodes[g].negative && status != Status::Timeout {
+                    if self.nodes[g].negative && matches!(status, Status::Passed | Status::Failed) {
                         status = if status == Status::Passed {
                             reason = Some("expected a failure, all steps passed".into());
                             Status::Failed
@@ -711,7 +1009,16 @@ impl Machine {
                             Status::Passed
                         };
                     }
-                    self.end_node(g, status, None, reason, now, out);
+                    let e = Entry::End {
+                        node: g,
+                        status,
+                        code: None,
+                        ms: now.saturating_sub(s.started_ms),
+                        attempt: 1,
+                        fin: true,
+                        reason,
+                    };
+                    self.commit(e, out);
                     self.cursor = self.after(g);
                 }
                 Cursor::Enter(i) => {
@@ -736,165 +1043,206 @@ impl Machine {
                     }
                     if phase == Phase::SkipPending {
                         // Skipped by an earlier container: report our part of it.
-                        out.push(Action::Save);
-                        self.skip_subtree(i, "skipped", out);
+                        self.commit(
+                            Entry::Skip {
+                                node: i,
+                                reason: "skipped".into(),
+                            },
+                            out,
+                        );
                         self.cursor = self.after(i);
                         continue;
                     }
-                    let (last_container, condition) = (n.last_container, n.condition);
-                    let skip = if self.aborted {
-                        Some("the workflow was aborted".to_string())
-                    } else if last_container < self.group {
-                        Some(format!(
-                            "container {last_container} ended before this step ran"
-                        ))
-                    } else if self.timed_out_scope(i, now).is_some() {
-                        Some("an enclosing group timed out".to_string())
-                    } else {
-                        let failed = self.scope_failed(i);
-                        match condition {
-                            Condition::Always => None,
-                            Condition::Never => Some("condition: never".to_string()),
-                            Condition::Passed if failed => {
-                                Some("condition: passed, and a step failed".to_string())
-                            }
-                            Condition::Failed if !failed => {
-                                Some("condition: failed, and no step failed".to_string())
-                            }
-                            _ => None,
+                    let container = n.leaf.as_ref().map(|l| l.container);
+                    if phase == Phase::Retrying {
+                        self.resume_retry(i, now, out);
+                        if self.launching.is_some() {
+                            return;
                         }
-                    };
-                    if let Some(reason) = skip {
-                        out.push(Action::Save);
-                        self.skip_subtree(i, &reason, out);
                         self.cursor = self.after(i);
                         continue;
                     }
-                    let n = &self.nodes[i];
-                    if n.leaf.is_some() {
-                        self.start_attempt(i, 1, now, out);
-                        return;
+                    if let Some(reason) = self.skip_reason(i, now, out) {
+                        self.commit(Entry::Skip { node: i, reason }, out);
+                        self.cursor = self.after(i);
+                        continue;
                     }
-                    // A group: start it, with its deadline bounding all its children.
-                    out.push(Action::Save);
-                    out.push(Action::Emit(Record::Start {
-                        step: n.id.clone(),
-                        name: n.name.clone(),
-                        attempt: 1,
-                    }));
-                    let next = match n.children.first() {
-                        Some(&c) => Cursor::Enter(c),
-                        None => Cursor::Leave(i),
-                    };
-                    let deadline = n.timeout_ms.map(|t| now.saturating_add(t));
-                    let s = &mut self.st[i];
-                    s.phase = Phase::Running;
-                    s.started_ms = now;
-                    s.attempt = 1;
-                    s.deadline_ms = deadline;
-                    self.cursor = next;
+                    let first_child = self.nodes[i].children.first().copied();
+                    match container {
+                        Some(c) if c < self.group && self.stateless => {
+                            let reason =
+                                format!("container {c} ran before (without --state, nothing is known of it)");
+                            self.commit(Entry::Skip { node: i, reason }, out);
+                            self.cursor = self.after(i);
+                        }
+                        Some(c) if c < self.group => {
+                            // Its container ended without starting it (its init was killed
+                            // between steps, or its journal is gone): it cannot run here.
+                            let reason = format!(
+                                "container {c} ended before this step started (its init was killed, or its state lost)"
+                            );
+                            let e = Entry::End {
+                                node: i,
+                                status: Status::Aborted,
+                                code: None,
+                                ms: 0,
+                                attempt: 1,
+                                fin: true,
+                                reason: Some(reason),
+                            };
+                            self.commit(e, out);
+                            self.cursor = self.after(i);
+                        }
+                        Some(_) => {
+                            self.launch(i, 1, now, out);
+                            return;
+                        }
+                        None => {
+                            // A group: start it, with its deadline bounding all its children.
+                            let next = match first_child {
+                                Some(c) => Cursor::Enter(c),
+                                None => Cursor::Leave(i),
+                            };
+                            let e = Entry::Start {
+                                node: i,
+                                attempt: 1,
+                                at: now,
+                            };
+                            self.commit(e, out);
+                            self.cursor = next;
+                        }
+                    }
                 }
             }
         }
     }
+
+    /// A leaf found `retrying` (its init ended after an attempt, before the next began): the next
+    /// attempt runs if this is its container and the retry still may, the last result stands
+    /// otherwise.
+    fn resume_retry(&mut self, i: usize, now: u64, out: &mut Vec<Action>) {
+        let own = self.nodes[i]
+            .leaf
+            .as_ref()
+            .is_some_and(|l| l.container == self.group);
+        let next = self.st[i].attempt + 1;
+        if own && self.aborted {
+            let e = Entry::End {
+                node: i,
+                status: Status::Aborted,
+                code: None,
+                ms: 0,
+                attempt: next,
+                fin: true,
+                reason: Some(format!("aborted before attempt {next} started")),
+            };
+            self.commit(e, out);
+        } else if own && self.timed_out_scope(i, now, out).is_none() {
+            self.launch(i, next, now, out);
+        } else {
+            self.commit(Entry::Settle { node: i }, out);
+        }
+    }
 }
 
-fn add_children(
-    nodes: &mut Vec<Node>,
-    parent: usize,
-    steps: &[stepinit_protocol::Step],
-    path: &str,
-    id_prefix: &str,
-    shell: &str,
-    last_container: &mut u32,
-) -> Result<(), BuildError> {
-    let mut prev: Option<usize> = None;
-    for (k, s) in steps.iter().enumerate() {
-        let path = format!("{path}[{k}]");
-        let id =
-            s.id.clone()
-                .unwrap_or_else(|| format!("{id_prefix}{}", k + 1));
-        let idx = nodes.len();
-        let leaf = if s.steps.is_empty() {
-            let container = s.container.unwrap_or(0);
-            if container < *last_container {
-                return Err(BuildError {
-                    path: format!("{path}.container"),
-                    message: format!(
-                        "container {container} after a step of container {}: containers run in order",
-                        *last_container
-                    ),
-                });
-            }
-            *last_container = container;
-            let argv = match &s.shell {
-                Some(script) => vec![
-                    shell.to_string(),
-                    "-e".to_string(),
-                    "-c".to_string(),
-                    script.clone(),
-                ],
-                None => s.command.clone(),
+/// Builds the node tree from the spec's steps.
+struct Builder<'a> {
+    nodes: &'a mut Vec<Node>,
+    shell: &'a str,
+    last_container: &'a mut u32,
+}
+
+impl Builder<'_> {
+    fn add_children(
+        &mut self,
+        parent: usize,
+        steps: &[stepinit_protocol::Step],
+        path: &str,
+        id_prefix: &str,
+    ) -> Result<(), BuildError> {
+        let mut prev: Option<usize> = None;
+        for (k, s) in steps.iter().enumerate() {
+            let path = format!("{path}[{k}]");
+            let id =
+                s.id.clone()
+                    .unwrap_or_else(|| format!("{id_prefix}{}", k + 1));
+            let idx = self.nodes.len();
+            let leaf = if s.steps.is_empty() {
+                let container = s.container.unwrap_or(0);
+                if container < *self.last_container {
+                    return Err(BuildError {
+                        path: format!("{path}.container"),
+                        message: format!(
+                            "container {container} after a step of container {}: containers run in order",
+                            *self.last_container
+                        ),
+                    });
+                }
+                *self.last_container = container;
+                let argv = match &s.shell {
+                    Some(script) => vec![
+                        self.shell.to_string(),
+                        "-e".to_string(),
+                        "-c".to_string(),
+                        script.clone(),
+                    ],
+                    None => s.command.clone(),
+                };
+                Some(Leaf {
+                    argv,
+                    shell: s.shell.is_some(),
+                    working_dir: s.working_dir.clone(),
+                    uid: s.run_as_user,
+                    gid: s.run_as_group,
+                    container,
+                })
+            } else {
+                None
             };
-            Some(Leaf {
-                argv,
-                shell: s.shell.is_some(),
-                working_dir: s.working_dir.clone(),
-                uid: s.run_as_user,
-                gid: s.run_as_group,
-                container,
-            })
-        } else {
-            None
-        };
-        let (first, last) = leaf
-            .as_ref()
-            .map_or((u32::MAX, 0), |l| (l.container, l.container));
-        nodes.push(Node {
-            id: id.clone(),
-            name: s.name.clone(),
-            parent,
-            children: vec![],
-            next_sibling: None,
-            leaf,
-            env: s
-                .env
-                .iter()
-                .map(|e| (e.name.clone(), e.value.clone()))
-                .collect(),
-            condition: s.condition,
-            negative: s.negative,
-            optional: s.optional,
-            timeout_ms: s.timeout_ms,
-            grace_ms: s.grace_ms.unwrap_or(DEFAULT_GRACE_MS),
-            retry: s.retry.as_ref().map(|r| (r.count, r.until)),
-            first_container: first,
-            last_container: last,
-        });
-        if let Some(p) = prev {
-            nodes[p].next_sibling = Some(idx);
+            let (first, last) = leaf
+                .as_ref()
+                .map_or((u32::MAX, 0), |l| (l.container, l.container));
+            self.nodes.push(Node {
+                id: id.clone(),
+                name: s.name.clone(),
+                parent,
+                children: vec![],
+                next_sibling: None,
+                leaf,
+                env: s
+                    .env
+                    .iter()
+                    .map(|e| (e.name.clone(), e.value.clone()))
+                    .collect(),
+                condition: s.condition,
+                negative: s.negative,
+                optional: s.optional,
+                timeout_ms: s.timeout_ms,
+                grace_ms: s.grace_ms.unwrap_or(DEFAULT_GRACE_MS),
+                retry: s.retry.as_ref().map(|r| (r.count, r.until)),
+                first_container: first,
+                last_container: last,
+            });
+            if let Some(p) = prev {
+                self.nodes[p].next_sibling = Some(idx);
+            }
+            self.nodes[parent].children.push(idx);
+            prev = Some(idx);
+            if !s.steps.is_empty() {
+                // Group working directories are not inherited: only leaves run somewhere.
+                self.add_children(idx, &s.steps, &format!("{path}.steps"), &format!("{id}."))?;
+            }
+            // Propagate the container span upwards.
+            let (f, l) = (
+                self.nodes[idx].first_container,
+                self.nodes[idx].last_container,
+            );
+            let p = &mut self.nodes[parent];
+            p.first_container = p.first_container.min(f);
+            p.last_container = p.last_container.max(l);
         }
-        nodes[parent].children.push(idx);
-        prev = Some(idx);
-        if !s.steps.is_empty() {
-            // Group working directories are not inherited: only leaves run somewhere.
-            add_children(
-                nodes,
-                idx,
-                &s.steps,
-                &format!("{path}.steps"),
-                &format!("{id}."),
-                shell,
-                last_container,
-            )?;
-        }
-        // Propagate the container span upwards.
-        let (f, l) = (nodes[idx].first_container, nodes[idx].last_container);
-        let p = &mut nodes[parent];
-        p.first_container = p.first_container.min(f);
-        p.last_container = p.last_container.max(l);
+        Ok(())
     }
-    Ok(())
 }
 
 /// FNV-1a over the tree's ids, shapes and containers, as hex.
@@ -934,10 +1282,11 @@ pub fn fmt_ms(ms: u64) -> String {
         format!("{secs}.{}s", f.trim_end_matches('0'))
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal;
+    use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
     /// What the simulated leaf does.
     #[derive(Clone)]
@@ -949,33 +1298,86 @@ mod tests {
         NoProgram,
         /// SIGTERM arrives to the init while it runs.
         Abort,
-        /// The init is SIGKILLed while the step runs: the run ends with the state saved so far
-        /// (exit code -1 in [`Run`]).
+        /// SIGTERM arrives just before it would be spawned.
+        AbortAtSpawn,
+        /// The init is SIGKILLed while the step runs: the run ends with what was journaled and
+        /// printed so far (exit code -1 in [`Run`]).
         Crash,
     }
 
+    /// One container's journal as the tests keep it: the snapshot it starts from (JSON) and its
+    /// entries in the journal's text form, as on disk.
+    #[derive(Clone, Default)]
+    struct File {
+        snapshot: Option<String>,
+        lines: Vec<Vec<u8>>,
+    }
+
+    /// The state directory: each container's journal.
+    #[derive(Clone, Default)]
+    struct Disk(BTreeMap<u32, File>);
+
+    impl Disk {
+        fn replay(m: &mut Machine, g: u32, f: &File) -> Vec<Record> {
+            if let Some(js) = &f.snapshot {
+                m.restore(serde_json::from_str(js).unwrap()).unwrap();
+            }
+            let mut last = Vec::new();
+            for l in &f.lines {
+                last = m.replay(g, &journal::decode(l).unwrap()).unwrap();
+            }
+            last
+        }
+
+        /// What `journal::open` does: this container's own journal when it has one (a
+        /// restart), else the newest predecessor's; returns the machine and the records to print
+        /// again.
+        fn open(&mut self, s: &Spec, group: u32) -> (Machine, Vec<Record>) {
+            let mut m = Machine::new(s, group, "/bin/sh").unwrap();
+            if let Some(f) = self.0.get(&group).cloned() {
+                let again = Disk::replay(&mut m, group, &f);
+                return (m, again);
+            }
+            let mut again = Vec::new();
+            let mut replayed = false;
+            for g in (0..group).rev() {
+                if let Some(f) = self.0.get(&g).cloned() {
+                    again = Disk::replay(&mut m, g, &f);
+                    again.retain(|r| !matches!(r, Record::Done { .. }));
+                    replayed = true;
+                    break;
+                }
+            }
+            let snapshot = replayed.then(|| serde_json::to_string(&m.state()).unwrap());
+            self.0.insert(
+                group,
+                File {
+                    snapshot,
+                    lines: Vec::new(),
+                },
+            );
+            (m, again)
+        }
+
+        fn append(&mut self, group: u32, e: &Entry) {
+            let mut b = Vec::new();
+            journal::encode(e, &mut b);
+            self.0.entry(group).or_default().lines.push(b);
+        }
+    }
+
     struct Run {
+        /// Records printed, as [`fmt`] writes them.
         log: Vec<String>,
+        records: Vec<Record>,
         launches: Vec<Launch>,
         code: i32,
         state: State,
         reported: Vec<String>,
-    }
-
-    impl Run {
-        /// The run so far: what was printed and spawned, and the state as last saved.
-        fn of(m: &Machine, log: Vec<String>, launches: Vec<Launch>, code: i32) -> Run {
-            Run {
-                log,
-                launches,
-                code,
-                state: m.state(),
-                reported: m
-                    .reported()
-                    .map(|(id, st, _)| format!("{id}={st}"))
-                    .collect(),
-            }
-        }
+        /// Actions carried out (journal appends and prints among them).
+        actions: usize,
+        /// For each record printed: the actions carried out once it was.
+        emitted_at: Vec<usize>,
     }
 
     fn spec(json: &str) -> Spec {
@@ -1003,58 +1405,104 @@ mod tests {
         }
     }
 
-    /// Drives the machine like the driver does; `outcome` picks each attempt's behaviour.
-    fn drive(
+    /// Drives container `group` like the driver does, with the state in `disk`; `outcome`
+    /// picks each attempt's behaviour; `crash_after`: the init dies after that many actions.
+    fn run_on(
         s: &Spec,
         group: u32,
-        state: Option<State>,
+        disk: &mut Disk,
+        crash_after: Option<usize>,
         mut outcome: impl FnMut(&Launch) -> Out,
     ) -> Run {
-        let mut m = Machine::new(s, group, "/bin/sh", state).unwrap();
+        let (mut m, again) = disk.open(s, group);
         let mut now = 1000;
-        let mut actions = m.start(now);
-        let mut log = Vec::new();
-        let mut launches = Vec::new();
-        let mut pending_stop = false;
+        let mut r = Run {
+            log: Vec::new(),
+            records: Vec::new(),
+            launches: Vec::new(),
+            code: -1,
+            state: m.state(),
+            reported: Vec::new(),
+            actions: 0,
+            emitted_at: Vec::new(),
+        };
+        let finish = |m: &Machine, mut r: Run, code: i32| {
+            r.code = code;
+            r.state = m.state();
+            r.reported = m
+                .reported()
+                .map(|(id, st, _)| format!("{id}={st}"))
+                .collect();
+            r
+        };
+        for rec in again {
+            r.log.push(fmt(&rec));
+            r.records.push(rec);
+            r.emitted_at.push(0);
+        }
+        let mut queue: VecDeque<Action> = m.start(now, None).into();
+        let mut running: Option<(Out, Option<u64>)> = None;
+        let mut stopping = false;
         loop {
-            let mut next = None;
-            for a in actions.drain(..) {
+            while let Some(a) = queue.pop_front() {
+                if crash_after == Some(r.actions) {
+                    return finish(&m, r, -1);
+                }
+                r.actions += 1;
                 match a {
-                    Action::Emit(r) => log.push(fmt(&r)),
-                    Action::Save => {}
-                    Action::Stop => pending_stop = true,
-                    Action::Exit(code) => return Run::of(&m, log, launches, code),
+                    Action::Journal(e) => disk.append(group, &e),
+                    Action::Emit(rec) => {
+                        r.log.push(fmt(&rec));
+                        r.records.push(rec);
+                        r.emitted_at.push(r.actions);
+                    }
+                    Action::Stop => stopping = true,
+                    Action::Exit(code) => return finish(&m, r, code),
                     Action::Spawn(l) => {
-                        launches.push(l.clone());
-                        next = Some(l);
+                        r.launches.push(l.clone());
+                        let o = outcome(&l);
+                        let ev = match o {
+                            Out::NoProgram => Event::SpawnFailed {
+                                code: Some(127),
+                                reason: "program not found: x".into(),
+                            },
+                            Out::AbortAtSpawn => Event::Abort,
+                            _ => {
+                                running = Some((o, l.deadline));
+                                Event::Spawned
+                            }
+                        };
+                        queue.extend(m.handle(ev, now));
                     }
                 }
             }
-            if pending_stop {
-                pending_stop = false;
+            if stopping {
+                stopping = false;
                 now += 5;
-                actions = m.handle(Event::Exited { code: 143 }, now);
+                queue.extend(m.handle(Event::Exited { code: 143 }, now));
                 continue;
             }
-            let l = next.expect("the machine neither spawned nor exited");
+            let (o, deadline) = running
+                .take()
+                .expect("the machine neither spawned nor exited");
             now += 10;
-            actions = match outcome(&l) {
-                Out::Exit(code) => m.handle(Event::Exited { code }, now),
-                Out::NoProgram => m.handle(
-                    Event::SpawnFailed {
-                        code: Some(127),
-                        reason: "program not found: x".into(),
-                    },
-                    now,
-                ),
+            let ev = match o {
+                Out::Exit(code) => Event::Exited { code },
                 Out::Hang => {
-                    now = l.deadline.expect("a hanging step needs a deadline");
-                    m.handle(Event::Deadline, now)
+                    now = deadline.expect("a hanging step needs a deadline");
+                    Event::Deadline
                 }
-                Out::Abort => m.handle(Event::Abort, now),
-                Out::Crash => return Run::of(&m, log, launches, -1),
+                Out::Abort => Event::Abort,
+                Out::Crash => return finish(&m, r, -1),
+                Out::NoProgram | Out::AbortAtSpawn => unreachable!(),
             };
+            queue.extend(m.handle(ev, now));
         }
+    }
+
+    /// One container with a fresh state.
+    fn drive(s: &Spec, group: u32, outcome: impl FnMut(&Launch) -> Out) -> Run {
+        run_on(s, group, &mut Disk::default(), None, outcome)
     }
 
     /// Outcome by the first argv word: `ok` exits 0, `fail` 1, `hang`, `missing`, `abort`, a number.
@@ -1158,7 +1606,7 @@ mod tests {
             ),
         ];
         for &(what, json, log, code) in cases {
-            let r = drive(&spec(json), 0, None, by_name);
+            let r = drive(&spec(json), 0, by_name);
             let want: Vec<&str> = log.split_ascii_whitespace().collect();
             assert_eq!(r.log, want, "{what}");
             assert_eq!(r.code, code, "{what}");
@@ -1172,7 +1620,7 @@ mod tests {
                {"command":["x"],"retry":{"count":1},"condition":"always"}]}"#,
         );
         let mut codes = vec![1, 1, 0, 2, 2].into_iter();
-        let r = drive(&s, 0, None, |_| Out::Exit(codes.next().unwrap()));
+        let r = drive(&s, 0, |_| Out::Exit(codes.next().unwrap()));
         assert_eq!(
             r.log.join(" "),
             "S:1#1 E:1=failed/1#1 S:1#2 E:1=failed/1#2 S:1#3 E:1=passed/0#3 S:2#1 \
@@ -1190,7 +1638,7 @@ mod tests {
             r#"{"version":1,"steps":[{"command":["x"],"retry":{"count":9,"until":"failed"}}]}"#,
         );
         let mut codes = vec![0, 0, 4].into_iter();
-        let r = drive(&s, 0, None, |_| Out::Exit(codes.next().unwrap()));
+        let r = drive(&s, 0, |_| Out::Exit(codes.next().unwrap()));
         assert_eq!(
             r.log.join(" "),
             "S:1#1 E:1=passed/0#1 S:1#2 E:1=passed/0#2 S:1#3 E:1=failed/4#3 \
@@ -1202,12 +1650,23 @@ mod tests {
     fn leaf_timeout_stops_and_reports() {
         let s =
             spec(r#"{"version":1,"steps":[{"command":["hang"],"timeoutMs":1500,"graceMs":7}]}"#);
-        let mut m = Machine::new(&s, 0, "/bin/sh", None).unwrap();
-        let a = m.start(100);
+        let mut m = Machine::new(&s, 0, "/bin/sh").unwrap();
+        let a = m.start(100, None);
         let Some(Action::Spawn(l)) = a.last() else {
             panic!("{a:?}")
         };
         assert_eq!((l.deadline, l.grace_ms), (Some(1600), 7));
+        let a = m.handle(Event::Spawned, 100);
+        assert!(
+            matches!(
+                a[..],
+                [
+                    Action::Journal(Entry::Start { .. }),
+                    Action::Emit(Record::Start { .. })
+                ]
+            ),
+            "{a:?}"
+        );
         assert_eq!(m.handle(Event::Deadline, 1600), [Action::Stop]);
         // A second deadline while stopping changes nothing.
         assert_eq!(m.handle(Event::Deadline, 1601), []);
@@ -1233,7 +1692,7 @@ mod tests {
             {"id":"g","timeoutMs":100,"steps":[{"command":["ok"],"timeoutMs":1000},{"command":["hang"]},{"command":["ok"],"condition":"always"}]},
             {"command":["ok"],"condition":"always"}]}"#,
         );
-        let r = drive(&s, 0, None, by_name);
+        let r = drive(&s, 0, by_name);
         assert_eq!(
             r.log.join(" "),
             "S:g#1 S:g.1#1 E:g.1=passed/0#1 S:g.2#1 E:g.2=timeout/143#1 \
@@ -1251,44 +1710,99 @@ mod tests {
             {"steps":[{"command":["abort"]},{"command":["ok"],"condition":"always"}]},
             {"command":["ok"],"condition":"always"}]}"#,
         );
-        let r = drive(&s, 0, None, by_name);
+        let r = drive(&s, 0, by_name);
         assert_eq!(
             r.log.join(" "),
             "S:1#1 E:1=passed/0#1 S:2#1 S:2.1#1 E:2.1=aborted/143#1 E:2.2=skipped#0 \
-             E:2=failed#1 E:3=skipped#0 D=aborted!"
+             E:2=aborted#1 E:3=skipped#0 D=aborted!"
         );
         assert_eq!(r.code, EXIT_ABORTED);
         assert!(r.state.aborted);
     }
 
-    /// The state is saved before a step's start or end is printed: an init killed in between (writing to a
-    /// stalled stdout blocks) leaves the result in the state, not a printed `passed` that the
-    /// next init would report again as `aborted`, failing the workflow.
+    /// A signal between two steps: the next one never begins, so it has no start record; the
+    /// same for a retry's next attempt.
     #[test]
-    fn a_result_is_saved_before_it_is_printed() {
+    fn an_abort_before_a_spawn_starts_nothing() {
+        let s = spec(
+            r#"{"version":1,"steps":[{"command":["ok"]},{"command":["x"],"retry":{"count":3}},
+            {"command":["ok"],"condition":"always"}]}"#,
+        );
+        let mut spawns = 0;
+        let r = drive(&s, 0, |l| {
+            spawns += 1;
+            match (l.step.as_str(), l.attempt) {
+                ("2", 1) => Out::Exit(1),
+                ("2", 2) => Out::AbortAtSpawn,
+                _ => by_name(l),
+            }
+        });
+        assert_eq!(
+            r.log.join(" "),
+            "S:1#1 E:1=passed/0#1 S:2#1 E:2=failed/1#1 E:2=aborted#2 E:3=skipped#0 D=aborted!"
+        );
+        let reason = r.records.iter().find_map(|x| match x {
+            Record::End {
+                attempt: 2, reason, ..
+            } => reason.clone(),
+            _ => None,
+        });
+        assert_eq!(reason.as_deref(), Some("aborted before attempt 2 started"));
+        assert_eq!(spawns, 3);
+    }
+
+    /// Write-ahead: every record is journaled before it is printed, and a leaf's start only once
+    /// it is spawned.
+    #[test]
+    fn a_record_is_journaled_before_it_is_printed() {
         let s = spec(r#"{"version":1,"steps":[{"command":["x"]},{"command":["y"]}]}"#);
-        let mut m = Machine::new(&s, 0, "/bin/sh", None).unwrap();
-        m.start(0);
+        let mut m = Machine::new(&s, 0, "/bin/sh").unwrap();
+        let a = m.start(0, None);
+        assert!(
+            matches!(
+                a[..],
+                [
+                    Action::Journal(Entry::Start { node: 0, .. }),
+                    Action::Spawn(_)
+                ]
+            ),
+            "{a:?}"
+        );
+        let a = m.handle(Event::Spawned, 1);
+        assert!(
+            matches!(
+                a[..],
+                [
+                    Action::Journal(Entry::Start { node: 1, .. }),
+                    Action::Emit(Record::Start { .. })
+                ]
+            ),
+            "{a:?}"
+        );
         let a = m.handle(Event::Exited { code: 0 }, 5);
-        let end = a
-            .iter()
-            .position(|x| matches!(x, Action::Emit(Record::End { step, .. }) if step == "1"));
-        let save = a.iter().position(|x| *x == Action::Save);
-        assert!(save < end && end.is_some(), "{a:?}");
-        // And step 2 is saved as running before its start is printed.
-        let start = a
-            .iter()
-            .position(|x| matches!(x, Action::Emit(Record::Start { .. })));
-        let save = a.iter().rposition(|x| *x == Action::Save);
-        assert!(save < start && end < save, "{a:?}");
+        assert!(
+            matches!(
+                a[..],
+                [
+                    Action::Journal(Entry::End { node: 1, .. }),
+                    Action::Emit(Record::End { .. }),
+                    Action::Spawn(_)
+                ]
+            ),
+            "{a:?}"
+        );
     }
 
     #[test]
-    fn abort_is_saved_at_once_and_stops_only_once() {
+    fn abort_is_journaled_at_once_and_stops_only_once() {
         let s = spec(r#"{"version":1,"steps":[{"command":["x"]}]}"#);
-        let mut m = Machine::new(&s, 0, "/bin/sh", None).unwrap();
-        m.start(0);
-        assert_eq!(m.handle(Event::Abort, 5), [Action::Stop, Action::Save]);
+        let mut m = Machine::new(&s, 0, "/bin/sh").unwrap();
+        m.start(0, None);
+        m.handle(Event::Spawned, 1);
+        assert_eq!(
+            m.handle(Event::Abort, 5),
+            [Action::Journal(Entry::Abort), Action::Stop]
+        );
         assert!(m.state().aborted);
         assert_eq!(m.handle(Event::Abort, 6), []);
         // A deadline during the stop does not turn the abort into a timeout.
@@ -1302,7 +1816,7 @@ mod tests {
             "steps":[{"env":[{"name":"B","value":"2"}],"steps":[
               {"shell":"echo hi","workingDir":"/w","env":[{"name":"C","value":"3"}],"runAsUser":7,"runAsGroup":8}]}]}"#,
         );
-        let r = drive(&s, 0, None, by_name_shell);
+        let r = drive(&s, 0, |_| Out::Exit(0));
         let l = &r.launches[0];
         assert_eq!(l.argv, ["/bin/sh", "-e", "-c", "echo hi"]);
         assert_eq!(
@@ -1314,12 +1828,8 @@ mod tests {
         assert_eq!((l.uid, l.gid, l.step.as_str()), (Some(7), Some(8), "1.1"));
         let mut s2 = s.clone();
         s2.shell = Some("/busybox/sh".into());
-        let r = drive(&s2, 0, None, by_name_shell);
+        let r = drive(&s2, 0, |_| Out::Exit(0));
         assert_eq!(r.launches[0].argv[0], "/busybox/sh");
-    }
-
-    fn by_name_shell(_: &Launch) -> Out {
-        Out::Exit(0)
     }
 
     const THREE: &str = r#"{"version":1,"containers":[{},{},{}],"steps":[
@@ -1334,78 +1844,151 @@ mod tests {
     #[test]
     fn state_carries_conditions_and_groups_across_containers() {
         let s = spec(THREE);
-        let r0 = drive(&s, 0, None, by_name);
+        let mut disk = Disk::default();
+        let r0 = run_on(&s, 0, &mut disk, None, by_name);
         assert_eq!(
             r0.log.join(" "),
             "S:1#1 E:1=failed/1#1 S:g#1 S:g.1#1 E:g.1=passed/0#1 D=failed"
         );
         assert_eq!(r0.code, 0, "intermediate containers exit 0");
-        // The state goes through JSON, as on disk.
-        let json = serde_json::to_string(&r0.state).unwrap();
-        let st: State = serde_json::from_str(&json).unwrap();
-        let r1 = drive(&s, 1, Some(st), by_name);
+        let r1 = run_on(&s, 1, &mut disk, None, by_name);
         assert_eq!(
             r1.log.join(" "),
             "E:g.2=skipped#0 S:g.3#1 E:g.3=passed/0#1 D=failed"
         );
         assert_eq!(r1.code, 0);
-        let r2 = drive(&s, 2, Some(r1.state), by_name);
+        let r2 = run_on(&s, 2, &mut disk, None, by_name);
         assert_eq!(
             r2.log.join(" "),
             "S:g.4#1 E:g.4=passed/0#1 E:g=passed#1 S:3#1 E:3=passed/0#1 D=failed!"
         );
         assert_eq!(r2.code, EXIT_FAILED);
         assert_eq!(r2.reported, ["g.4=passed", "g=passed", "3=passed"]);
+        // Each journal begins with the state its container started from.
+        assert!(disk.0[&0].snapshot.is_none());
+        assert!(disk.0[&1].snapshot.is_some() && disk.0[&2].snapshot.is_some());
     }
 
     #[test]
     fn a_killed_init_leaves_an_aborted_step_for_the_next_one() {
         let s = spec(THREE);
-        let mut m = Machine::new(&s, 0, "/bin/sh", None).unwrap();
-        let a = m.start(0);
-        assert!(matches!(a.last(), Some(Action::Spawn(_))));
-        // The init is SIGKILLed now: the last saved state says step 1 is running.
-        let st = m.state();
-        assert_eq!(st.nodes[1].phase, Phase::Running);
-        let r1 = drive(&s, 1, Some(st.clone()), by_name);
+        let mut disk = Disk::default();
+        let r0 = run_on(&s, 0, &mut disk, None, |_| Out::Crash);
+        assert_eq!(r0.log.join(" "), "S:1#1");
+        assert_eq!(r0.state.nodes[1].phase, Phase::Running);
+        let r1 = run_on(&s, 1, &mut disk, None, by_name);
+        // Step 1's start is printed again (its writer may not have), then its end.
         assert_eq!(
             r1.log.join(" "),
-            "E:1=aborted#1 S:g#1 E:g.1=skipped#0 E:g.2=skipped#0 S:g.3#1 \
+            "S:1#1 E:1=aborted#1 S:g#1 E:g.1=aborted#1 E:g.2=skipped#0 S:g.3#1 \
              E:g.3=passed/0#1 D=failed"
         );
+        let reasons: Vec<_> = r1
+            .records
+            .iter()
+            .filter_map(|x| match x {
+                Record::End { reason, .. } => reason.clone(),
+                _ => None,
+            })
+            .collect();
         assert_eq!(
-            first_reason(&s, 1, st).as_deref(),
-            Some("the init of container 0 was killed while this step ran")
+            reasons[0],
+            "the init of container 0 was killed before it recorded this step's end"
+        );
+        assert!(
+            reasons[1].starts_with("container 0 ended before this step started"),
+            "{reasons:?}"
         );
     }
 
-    /// The reason of the first record container `group` prints when it starts from `state`.
-    fn first_reason(s: &Spec, group: u32, state: State) -> Option<String> {
-        let mut m = Machine::new(s, group, "/bin/sh", Some(state)).unwrap();
-        m.start(0).into_iter().find_map(|a| match a {
-            Action::Emit(Record::End { reason, .. }) => reason,
-            _ => None,
-        })
+    /// A restarted container continues its own journal: the killed step is aborted, the next
+    /// ones run, an attempt that never began runs now.
+    #[test]
+    fn a_restarted_container_continues_its_own_journal() {
+        let s = spec(
+            r#"{"version":1,"steps":[{"command":["ok"]},{"command":["x"],"retry":{"count":2}},{"command":["ok"]}]}"#,
+        );
+        let mut disk = Disk::default();
+        let mut attempts = 0;
+        // Killed after attempt 1 of step 2 ended (journaled and printed), before attempt 2.
+        let r = run_on(&s, 0, &mut disk, None, |l| match l.step.as_str() {
+            "2" => {
+                attempts += 1;
+                if attempts == 1 {
+                    Out::Exit(1)
+                } else {
+                    Out::Crash
+                }
+            }
+            _ => by_name(l),
+        });
+        assert_eq!(r.code, -1);
+        // The crash came while attempt 2 ran: the restart reports it aborted.
+        let ok = |_: &Launch| Out::Exit(0);
+        let r = run_on(&s, 0, &mut disk, None, ok);
+        assert_eq!(
+            r.log.join(" "),
+            "S:2#2 E:2=aborted#2 E:3=skipped#0 D=failed!"
+        );
+        // Killed between attempt 1's end and attempt 2's spawn: attempt 2 runs at restart.
+        let mut disk = Disk::default();
+        let base = run_on(&s, 0, &mut Disk::default(), None, |l| {
+            match l.step.as_str() {
+                "2" => Out::Exit(1),
+                _ => by_name(l),
+            }
+        });
+        let end1 = base.log.iter().position(|x| x == "E:2=failed/1#1").unwrap();
+        // Killed right after that record was printed.
+        let upto = base.emitted_at[end1];
+        let r = run_on(&s, 0, &mut disk, Some(upto), |l| match l.step.as_str() {
+            "2" => Out::Exit(1),
+            _ => by_name(l),
+        });
+        assert_eq!(
+            r.log.last().map(String::as_str),
+            Some("E:2=failed/1#1"),
+            "{:?}",
+            r.log
+        );
+        let r = run_on(&s, 0, &mut disk, None, ok);
+        assert_eq!(
+            r.log.join(" "),
+            "E:2=failed/1#1 S:2#2 E:2=passed/0#2 S:3#1 E:3=passed/0#1 D=passed!"
+        );
+    }
+
+    /// The reason of the first end record container `group` prints when it starts from `disk`.
+    fn first_reason(s: &Spec, group: u32, disk: &Disk) -> Option<String> {
+        let mut disk = disk.clone();
+        run_on(s, group, &mut disk, None, by_name)
+            .records
+            .into_iter()
+            .find_map(|a| match a {
+                Record::End { reason, .. } => reason,
+                _ => None,
+            })
     }
 
     #[test]
     fn an_abort_is_honoured_by_later_containers() {
         let s = spec(THREE);
-        let r0 = drive(&s, 0, None, |_| Out::Abort);
+        let mut disk = Disk::default();
+        let r0 = run_on(&s, 0, &mut disk, None, |_| Out::Abort);
         // The group is skipped by container 0; each container reports its own part of it.
         assert_eq!(
             r0.log.join(" "),
             "S:1#1 E:1=aborted/143#1 E:g.1=skipped#0 D=aborted"
         );
         assert_eq!(r0.code, 0);
-        let r1 = drive(&s, 1, Some(r0.state), |_| {
+        let r1 = run_on(&s, 1, &mut disk, None, |_| {
             panic!("nothing runs after an abort")
         });
         assert_eq!(
             r1.log.join(" "),
             "E:g.2=skipped#0 E:g.3=skipped#0 D=aborted"
         );
-        let r2 = drive(&s, 2, Some(r1.state), |_| {
+        let r2 = run_on(&s, 2, &mut disk, None, |_| {
             panic!("nothing runs after an abort")
         });
         assert_eq!(
@@ -1423,22 +2006,62 @@ mod tests {
             {"id":"g","steps":[{"command":["ok"],"container":0},{"command":["ok"],"container":1,"condition":"always"},{"command":["ok"],"container":2}]},
             {"command":["ok"],"container":2,"condition":"always"}]}"#,
         );
-        let r0 = drive(&s, 0, None, by_name);
+        let mut disk = Disk::default();
+        let r0 = run_on(&s, 0, &mut disk, None, by_name);
         assert_eq!(
             r0.log.join(" "),
             "S:1#1 E:1=failed/1#1 E:g.1=skipped#0 D=failed"
         );
-        let r1 = drive(&s, 1, Some(r0.state), by_name);
+        let r1 = run_on(&s, 1, &mut disk, None, by_name);
         assert_eq!(r1.log.join(" "), "E:g.2=skipped#0 D=failed");
         assert_eq!(
-            first_reason(&s, 2, r1.state.clone()).as_deref(),
+            first_reason(&s, 2, &disk).as_deref(),
             Some("condition: passed, and a step failed")
         );
-        let r2 = drive(&s, 2, Some(r1.state), by_name);
+        let r2 = run_on(&s, 2, &mut disk, None, by_name);
         assert_eq!(
             r2.log.join(" "),
             "E:g.3=skipped#0 E:g=skipped#0 S:3#1 E:3=passed/0#1 D=failed!"
         );
+    }
+
+    #[test]
+    fn a_sealed_journal_runs_nothing_twice() {
+        let s = spec(r#"{"version":1,"steps":[{"command":["fail"]}]}"#);
+        let mut disk = Disk::default();
+        let r = run_on(&s, 0, &mut disk, None, by_name);
+        assert_eq!(r.code, EXIT_FAILED);
+        let again = run_on(&s, 0, &mut disk, None, |_| panic!("ran twice"));
+        // Its `done` printed again (its last entry), the same result, nothing run.
+        assert_eq!(again.log.join(" "), "D=failed!");
+        assert_eq!(again.code, EXIT_FAILED);
+    }
+
+    #[test]
+    fn a_taint_fails_the_workflow_and_says_why() {
+        let s = spec(r#"{"version":1,"steps":[{"command":["ok"]}]}"#);
+        let mut m = Machine::new(&s, 0, "/bin/sh").unwrap();
+        let a = m.start(0, Some("state/journal.0: line 3 fails verification".into()));
+        assert_eq!(
+            a[0],
+            Action::Journal(Entry::Taint {
+                reason: "state/journal.0: line 3 fails verification".into()
+            })
+        );
+        m.handle(Event::Spawned, 1);
+        let a = m.handle(Event::Exited { code: 0 }, 2);
+        let done = a.iter().find_map(|x| match x {
+            Action::Emit(Record::Done { status, reason, .. }) => Some((*status, reason.clone())),
+            _ => None,
+        });
+        assert_eq!(
+            done,
+            Some((
+                Status::Failed,
+                Some("state/journal.0: line 3 fails verification".into())
+            ))
+        );
+        assert_eq!(a.last(), Some(&Action::Exit(EXIT_FAILED)));
     }
 
     #[test]
@@ -1451,17 +2074,51 @@ mod tests {
                 )
                 .as_str(),
         );
-        let st = Machine::new(&s, 0, "/bin/sh", None).unwrap().state();
-        assert!(Machine::new(&s, 1, "/shared/sh", Some(st)).is_ok());
+        let st = Machine::new(&s, 0, "/bin/sh").unwrap().state();
+        let mut m1 = Machine::new(&s, 1, "/shared/sh").unwrap();
+        assert_eq!(m1.restore(st), Ok(()));
     }
 
     #[test]
     fn state_of_another_spec_is_refused() {
         let s = spec(THREE);
-        let r0 = drive(&s, 0, None, by_name);
+        let st = Machine::new(&s, 0, "/bin/sh").unwrap().state();
         let other = spec(r#"{"version":1,"steps":[{"command":["ok"]}]}"#);
-        let e = Machine::new(&other, 0, "sh", Some(r0.state)).unwrap_err();
-        assert_eq!(e.path, "state.spec");
+        let mut m = Machine::new(&other, 0, "sh").unwrap();
+        assert_eq!(
+            m.restore(st).unwrap_err(),
+            "the state was written for another spec"
+        );
+    }
+
+    #[test]
+    fn replay_refuses_entries_an_init_cannot_have_written() {
+        let s = spec(THREE);
+        let mut m = Machine::new(&s, 1, "sh").unwrap();
+        assert!(m.replay(0, &Entry::Settle { node: 99 }).is_err());
+        assert!(
+            m.replay(0, &Entry::TimedOut { node: 1 }).is_err(),
+            "a leaf has no deadline"
+        );
+        assert!(
+            m.replay(0, &Entry::Settle { node: 1 }).is_err(),
+            "not retrying"
+        );
+        assert!(
+            m.replay(2, &Entry::Abort).is_err(),
+            "a later container's entry"
+        );
+        let end = Entry::End {
+            node: 1,
+            status: Status::Passed,
+            code: Some(0),
+            ms: 1,
+            attempt: 1,
+            fin: true,
+            reason: None,
+        };
+        assert!(m.replay(0, &end).is_ok());
+        assert!(m.replay(0, &end).is_err(), "a step ends once");
     }
 
     #[test]
@@ -1469,10 +2126,187 @@ mod tests {
         let s = spec(
             r#"{"version":1,"containers":[{},{}],"steps":[{"command":["a"],"container":1},{"steps":[{"command":["b"],"container":0}]}]}"#,
         );
-        let e = Machine::new(&s, 0, "sh", None).unwrap_err();
+        let e = Machine::new(&s, 0, "sh").unwrap_err();
         assert_eq!(e.path, "steps[1].steps[0].container");
         let s = spec(r#"{"version":1,"steps":[{"command":["a"]}]}"#);
-        assert_eq!(Machine::new(&s, 1, "sh", None).unwrap_err().path, "--group");
+        assert_eq!(Machine::new(&s, 1, "sh").unwrap_err().path, "--group");
+    }
+
+    /// What a reader makes of the records of every init of a workflow, in the order printed:
+    /// repeats of a start or end (printed again by an init that continued a journal) dropped.
+    /// Err when the records contradict themselves: two different ends of one attempt, a start
+    /// after its end, an end of an attempt that began without a start, an attempt left open.
+    /// Ok: each step's final status, and the workflow's (the `done` with `last`).
+    fn read(records: &[Record]) -> Result<(BTreeMap<String, Status>, Option<Status>), String> {
+        let mut started: HashSet<(String, u32)> = HashSet::new();
+        let mut ended: HashMap<(String, u32), Record> = HashMap::new();
+        let mut last: BTreeMap<String, Status> = BTreeMap::new();
+        let mut done = None;
+        for r in records {
+            match r {
+                Record::Start { step, attempt, .. } => {
+                    let k = (step.clone(), *attempt);
+                    if ended.contains_key(&k) && !started.contains(&k) {
+                        return Err(format!("{step}#{attempt} starts after its end"));
+                    }
+                    started.insert(k);
+                }
+                Record::End {
+                    step,
+                    status,
+                    attempt,
+                    reason,
+                    ..
+                } => {
+                    let k = (step.clone(), *attempt);
+                    if let Some(prev) = ended.get(&k) {
+                        if prev != r {
+                            return Err(format!("{step}#{attempt} ends twice: {prev:?} and {r:?}"));
+                        }
+                        continue;
+                    }
+                    let never_began = *status == Status::Aborted
+                        && reason
+                            .as_deref()
+                            .is_some_and(|x| x.contains("before") && x.contains("start"));
+                    if *attempt > 0 && !started.contains(&k) && !never_began {
+                        return Err(format!("{step}#{attempt} ends without a start: {r:?}"));
+                    }
+                    if never_began && started.contains(&k) {
+                        return Err(format!("{step}#{attempt} began, yet ends as never begun"));
+                    }
+                    ended.insert(k, r.clone());
+                    last.insert(step.clone(), *status);
+                }
+                Record::Done {
+                    status, last: true, ..
+                } => done = Some(*status),
+                Record::Done { .. } => {}
+            }
+        }
+        if let Some(k) = started.iter().find(|k| !ended.contains_key(*k)) {
+            return Err(format!("{}#{} never ends", k.0, k.1));
+        }
+        Ok((last, done))
+    }
+
+    /// Every step of the spec, by id.
+    fn step_ids(s: &Spec) -> Vec<String> {
+        let m = Machine::new(s, 0, "sh").unwrap();
+        m.nodes[1..].iter().map(|n| n.id.clone()).collect()
+    }
+
+    /// Runs every container in order; the init of container `crash.0` dies after `crash.1`
+    /// actions, and then `restart`: it runs again (a restarted container) or the next container
+    /// goes on. Returns all records printed, and the last container's exit code.
+    fn run_all(
+        s: &Spec,
+        outcome: &mut dyn FnMut(&Launch) -> Out,
+        crash: Option<(u32, usize)>,
+        restart: bool,
+    ) -> (Vec<Record>, i32, Vec<usize>) {
+        let mut disk = Disk::default();
+        let mut records = Vec::new();
+        let mut code = -1;
+        let mut counts = Vec::new();
+        for g in 0..s.container_count() as u32 {
+            let at = crash.and_then(|(c, k)| (c == g).then_some(k));
+            let r = run_on(s, g, &mut disk, at, &mut *outcome);
+            counts.push(r.actions);
+            records.extend(r.records);
+            code = r.code;
+            if r.code == -1 && restart {
+                let r = run_on(s, g, &mut disk, None, &mut *outcome);
+                records.extend(r.records);
+                code = r.code;
+            }
+        }
+        (records, code, counts)
+    }
+
+    /// The init is killed at every boundary between two of its actions (a journal append, a
+    /// print, a spawn), in every container, and the container restarts or the next one goes on:
+    /// each step is reported with one consistent result, attempts that never began have no
+    /// start, and a workflow that did not pass never passes because of a kill.
+    fn kill_everywhere(s: &Spec, outcome: &dyn Fn(&Launch) -> Out) -> usize {
+        let ids = step_ids(s);
+        let (base, base_code, counts) = run_all(s, &mut |l| outcome(l), None, false);
+        let (base_steps, base_done) = read(&base).expect("the baseline reads cleanly");
+        assert_eq!(base_steps.keys().count(), ids.len());
+        let mut runs = 0;
+        for (g, &n) in counts.iter().enumerate() {
+            for k in 0..=n {
+                for restart in [false, true] {
+                    if !restart && g + 1 == counts.len() {
+                        // Nobody would report what the last container's init did not.
+                        continue;
+                    }
+                    let what =
+                        format!("killed in container {g} after {k} actions, restart {restart}");
+                    let (recs, code, _) =
+                        run_all(s, &mut |l| outcome(l), Some((g as u32, k)), restart);
+                    runs += 1;
+                    let (steps, done) = read(&recs).unwrap_or_else(|e| {
+                        panic!(
+                            "{what}: {e}\n{}",
+                            recs.iter().map(fmt).collect::<Vec<_>>().join(" ")
+                        )
+                    });
+                    for id in &ids {
+                        assert!(steps.contains_key(id), "{what}: step {id} never reported");
+                    }
+                    let done = done.unwrap_or_else(|| panic!("{what}: no final done"));
+                    if done == Status::Passed {
+                        assert_eq!(
+                            base_done,
+                            Some(Status::Passed),
+                            "{what}: passed after a kill"
+                        );
+                        assert!(!steps.values().any(|s| s.is_failure()), "{what}");
+                    }
+                    if k == n {
+                        // Killed after its last action: nothing was lost.
+                        assert_eq!(
+                            (steps.clone(), code),
+                            (base_steps.clone(), base_code),
+                            "{what}"
+                        );
+                    }
+                }
+            }
+        }
+        runs
+    }
+
+    #[test]
+    fn every_kill_point_reports_each_step_once() {
+        let cases = [
+            r#"{"version":1,"steps":[{"command":["ok"]},{"command":["fail"]},{"command":["ok"],"condition":"always"}]}"#,
+            r#"{"version":1,"steps":[{"command":["x"],"retry":{"count":2}},{"command":["ok"]}]}"#,
+            r#"{"version":1,"steps":[{"id":"g","timeoutMs":30,"steps":[{"command":["ok"]},{"command":["hang"],"retry":{"count":3},"timeoutMs":10}]},{"command":["missing"],"condition":"always"}]}"#,
+            THREE,
+            r#"{"version":1,"containers":[{},{}],"steps":[{"command":["x"],"container":0,"retry":{"count":1}},{"command":["ok"],"container":1}]}"#,
+        ];
+        let mut runs = 0;
+        for json in cases {
+            let s = spec(json);
+            // `x` fails its first attempt and passes the next.
+            let tries = std::cell::RefCell::new(HashMap::<String, u32>::new());
+            runs += kill_everywhere(&s, &|l| match l.argv[0].as_str() {
+                "x" => {
+                    let mut t = tries.borrow_mut();
+                    let n = t.entry(l.step.clone()).or_default();
+                    *n += 1;
+                    if l.attempt == 1 {
+                        Out::Exit(1)
+                    } else {
+                        Out::Exit(0)
+                    }
+                }
+                _ => by_name(l),
+            });
+        }
+        assert!(runs > 150, "{runs}");
     }
 
     /// A tiny deterministic generator (no dependency): xorshift.
@@ -1522,12 +2356,14 @@ mod tests {
         v
     }
 
-    /// Random trees over three containers, random outcomes, an abort now and then, the state
-    /// going through JSON between containers: every step gets exactly one final end record,
-    /// from the container that owns it, after its start; starts and ends nest; the last
-    /// container's exit code matches its `done`.
+    /// Random trees over three containers, random outcomes, an abort now and then, an init
+    /// killed at a random action now and then (its container restarted, or not), the state going
+    /// through the journal's text between containers: the records read cleanly (one result per
+    /// step, no attempt begun twice or ended two ways), every step is reported, by the
+    /// container that owns it when nothing was killed; the last container's exit code matches
+    /// its `done`; a kill never makes a workflow pass.
     #[test]
-    fn random_workflows_report_every_step_once_from_its_owner() {
+    fn random_workflows_report_every_step_once() {
         let (mut crashes, mut aborts, mut runs) = (0, 0, 0);
         for seed in 1..1500u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -1539,111 +2375,71 @@ mod tests {
             if s.validate().is_err() {
                 continue;
             }
+            // SIGTERM while a given step's first attempt runs (by the step, not by the count of
+            // spawns, so that a run with a kill and one without abort at the same point).
+            let ids = step_ids(&s);
             let abort_at = if rng.next(4) == 0 {
-                Some(rng.next(6))
+                Some(ids[rng.next(ids.len() as u64) as usize].clone())
             } else {
                 None
             };
-            // The init of container 0 or 1 is killed at its n-th spawn, now and then.
-            let crash_at = if rng.next(4) == 0 {
-                Some((rng.next(2) as u32, 1 + rng.next(3)))
-            } else {
-                None
-            };
-            let mut crashed = false;
-            let mut count = 0;
-            let mut state = None;
-            // Final end per step: (container, global order).
-            let mut ends: std::collections::HashMap<String, (u32, usize)> = Default::default();
-            let mut seq = 0;
-            let mut last = None;
-            for g in 0..3u32 {
-                let mut spawns = 0;
-                let r = drive(&s, g, state.take(), |l| {
-                    count += 1;
-                    spawns += 1;
-                    if crash_at == Some((g, spawns)) {
-                        return Out::Crash;
-                    }
-                    if Some(count) == abort_at {
+            let crash_pick = (
+                rng.next(3) == 0,
+                rng.next(3) as usize,
+                rng.next(1 << 20) as usize,
+            );
+            let restart = rng.next(2) == 0;
+            let outcome = || {
+                let abort_at = abort_at.clone();
+                move |l: &Launch| {
+                    if abort_at.as_deref() == Some(l.step.as_str()) && l.attempt == 1 {
                         return Out::Abort;
                     }
                     by_name(l)
-                });
-                crashed |= r.code == -1;
-                crashes += usize::from(r.code == -1);
-                aborts += usize::from(r.log.last().is_some_and(|d| d.starts_with("D=aborted")));
-                let mut open: Vec<String> = Vec::new();
-                for rec in &r.log {
-                    if let Some(rest) = rec.strip_prefix("S:") {
-                        let (id, attempt) = rest.split_once('#').unwrap();
-                        let id = id.to_string();
-                        if attempt != "1" {
-                            // A retry: the previous attempt's end, in this container, was not final.
-                            assert_eq!(ends.remove(&id).map(|e| e.0), Some(g), "seed {seed}: {id}");
-                        }
-                        assert!(
-                            !ends.contains_key(&id),
-                            "seed {seed}: {id} starts after its end"
-                        );
-                        open.push(id);
-                    } else if let Some(rest) = rec.strip_prefix("E:") {
-                        let (id, status) = rest.split_once('=').unwrap();
-                        if open.last().map(String::as_str) == Some(id) {
-                            open.pop();
-                        }
-                        let _ = status;
-                        seq += 1;
-                        let prev = ends.insert(id.to_string(), (g, seq));
-                        if let Some((pg, _)) = prev {
-                            // Only retried attempts end more than once, all in one container.
-                            assert_eq!(pg, g, "seed {seed}: {id} ended in two containers");
-                        }
-                    }
                 }
-                state =
-                    Some(serde_json::from_str(&serde_json::to_string(&r.state).unwrap()).unwrap());
-                last = Some(r);
-            }
-            let m = Machine::new(&s, 0, "/bin/sh", None).unwrap();
-            for i in 1..m.nodes.len() {
-                let id = &m.nodes[i].id;
-                let Some((g, _)) = ends.get(id) else {
-                    panic!("seed {seed}: step {id} never ended\n{json}");
-                };
-                // After a crash, the next container reports what the killed one left.
-                let what = format!("seed {seed}: {id} reported by container {g}\n{json}");
-                if crashed {
-                    assert!(*g >= m.owner(i), "{what}");
-                } else {
-                    assert_eq!(*g, m.owner(i), "{what}");
-                }
-                let p = m.nodes[i].parent;
-                if p != 0 {
-                    assert!(
-                        ends[id].1 < ends[&m.nodes[p].id].1,
-                        "seed {seed}: {id} ends after its group\n{json}"
-                    );
-                }
-            }
-            let r = last.unwrap();
-            assert!(
-                r.code >= 0,
-                "seed {seed}: the last container never crashes here"
-            );
-            runs += 1;
-            let done = r.log.last().unwrap();
-            let want = match done.as_str() {
-                "D=passed!" => 0,
-                "D=failed!" => EXIT_FAILED,
-                "D=aborted!" => EXIT_ABORTED,
-                other => panic!("seed {seed}: last record {other}"),
             };
-            assert_eq!(r.code, want, "seed {seed}");
+            let (base, _, counts) = run_all(&s, &mut outcome(), None, false);
+            let base_done = read(&base).unwrap().1;
+            // A kill at a random action of a random container (one that does something).
+            let crash = crash_pick.0.then(|| {
+                (
+                    crash_pick.1 as u32,
+                    crash_pick.2 % counts[crash_pick.1].max(1),
+                )
+            });
+            let (recs, code, _) = run_all(&s, &mut outcome(), crash, restart);
+            let what = format!("seed {seed} crash {crash:?} restart {restart}\n{json}");
+            if code == -1 {
+                // The last container's init was killed for good: nobody reports the rest.
+                crashes += 1;
+                continue;
+            }
+            let (steps, done) = read(&recs).unwrap_or_else(|e| panic!("{what}: {e}"));
+            for id in step_ids(&s) {
+                assert!(steps.contains_key(&id), "{what}: step {id} never reported");
+            }
+            crashes += usize::from(crash.is_some());
+            aborts += usize::from(done == Some(Status::Aborted));
+            runs += 1;
+            let want = match done {
+                Some(Status::Passed) => 0,
+                Some(Status::Failed) => EXIT_FAILED,
+                Some(Status::Aborted) => EXIT_ABORTED,
+                other => panic!("{what}: final {other:?}"),
+            };
+            assert_eq!(code, want, "{what}");
+            if done == Some(Status::Passed) && abort_at.is_none() {
+                // (A signal the kill pre-empted may have been what failed the other run.)
+                assert_eq!(
+                    base_done,
+                    Some(Status::Passed),
+                    "{what}: passed after a kill"
+                );
+            }
         }
         // The test exercises what it claims to.
         assert!(
-            runs > 1000 && crashes > 40 && aborts > 100,
+            runs > 900 && crashes > 100 && aborts > 100,
             "{runs} {crashes} {aborts}"
         );
     }

@@ -35,6 +35,8 @@ pub struct Launch<'a> {
     /// NULL-terminated envp, or None for the init's own environment.
     pub envp: Option<&'a [*const c_char]>,
     pub cwd: Option<&'a CStr>,
+    /// Or a directory fd to enter (a working directory walked without following planted links).
+    pub cwd_fd: Option<libc::c_int>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     /// Relay stdout/stderr through pipes (framed) instead of letting the child inherit ours.
@@ -53,6 +55,7 @@ impl<'a> Launch<'a> {
             argv,
             envp: None,
             cwd: None,
+            cwd_fd: None,
             uid: None,
             gid: None,
             relay: true,
@@ -668,7 +671,11 @@ unsafe fn child_after_fork(c: &ChildCtx) -> ! {
             }
         }
     }
-    if !c.cwd.is_null() && libc::chdir(c.cwd) != 0 {
+    if let Some(fd) = l.cwd_fd {
+        if libc::fchdir(fd) != 0 {
+            fail(1);
+        }
+    } else if !c.cwd.is_null() && libc::chdir(c.cwd) != 0 {
         fail(1);
     }
     // Only root switches (and drops supplementary groups); a non-root init asked for its own

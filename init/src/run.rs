@@ -3,7 +3,9 @@
 //! The driver between the pure [`Machine`] and the OS: it parses the spec, loads/saves the state,
 //! turns [`Action`]s into processes, records and files, and processes into [`Event`]s.
 
-use crate::machine::{Action, Event, Launch, Machine, State};
+use crate::fs::{self, Fd, Owner, Walk};
+use crate::journal::{self, Journal, Key, KEY_ENV};
+use crate::machine::{Action, Event, Launch, Machine};
 use crate::proc::{self, Child, Supervisor, Wake};
 use crate::sys;
 use crate::wrap::usage_error;
@@ -20,22 +22,9 @@ pub const EXIT_STATE: i32 = 3;
 /// Where Kubernetes reads a container's termination message.
 pub const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
 
-/// The state file container N writes inside `--state DIR`: `state.N.json`. Each container
-/// writes its own file and reads the newest one before it (a container's init may run as
-/// another uid than the previous one; in a sticky shared directory it could not replace a file
-/// it does not own, and it never needs to).
-pub fn state_file(dir: &Path, group: u32) -> PathBuf {
-    dir.join(format!("state.{group}.json"))
-}
-
-/// The state to continue from: our own file (an init container restarted) or the newest one of
-/// an earlier container (one that never saved, because it was killed early, is skipped).
-fn find_state(dir: &Path, group: u32) -> Option<PathBuf> {
-    (0..=group)
-        .rev()
-        .map(|g| state_file(dir, g))
-        .find(|f| f.exists())
-}
+/// The largest spec file read (a ConfigMap holds 1 MiB; this leaves room for specs given
+/// directly, and bounds what a FIFO or a huge file could make us read).
+pub const MAX_SPEC_BYTES: u64 = 16 << 20;
 
 struct Opts {
     spec: PathBuf,
@@ -89,7 +78,10 @@ fn parse(args: &[OsString]) -> Result<Opts, i32> {
 /// Reads and checks a spec: `init: FILE: JSON.PATH: what is wrong` on error.
 pub fn load_spec(path: &Path) -> Result<Spec, String> {
     let name = path.display();
-    let bytes = std::fs::read(path).map_err(|e| format!("{name}: cannot read: {}", os_err(&e)))?;
+    // Symlinks followed (a ConfigMap's keys are links), but only a regular file, without
+    // blocking, of bounded size.
+    let bytes = fs::read_bounded(libc::AT_FDCWD, path, MAX_SPEC_BYTES, true)
+        .map_err(|e| format!("{name}: cannot read: {e}"))?;
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
     let spec: Spec = match serde_path_to_error::deserialize(&mut *de) {
         Ok(s) => s,
@@ -156,38 +148,12 @@ pub fn run(args: &[OsString]) -> i32 {
             return EXIT_BAD_SPEC;
         }
     };
-    if let Some(d) = &o.state {
-        if let Err(e) = std::fs::create_dir_all(d) {
-            sys::eprint_line(&format!(
-                "{}: cannot create state directory: {}",
-                d.display(),
-                os_err(&e)
-            ));
-            return EXIT_STATE;
-        }
-    }
-    let state_file = o.state.as_ref().map(|d| state_file(d, o.group));
-    let loaded = o.state.as_ref().and_then(|d| find_state(d, o.group));
-    let state = match &loaded {
-        Some(f) => match load_state(f) {
-            Ok(s) => s,
-            Err(e) => {
-                sys::eprint_line(&e);
-                return EXIT_STATE;
-            }
-        },
-        None => None,
+    let key = match Key::from_env() {
+        Ok(k) => k,
+        Err(e) => return usage_error(&e),
     };
-    let mut m = match Machine::new(&spec, o.group, &default_shell(), state) {
+    let mut m = match Machine::new(&spec, o.group, &default_shell()) {
         Ok(m) => m,
-        Err(e) if e.path.starts_with("state") => {
-            sys::eprint_line(&format!(
-                "{}: {}",
-                loaded.as_deref().unwrap_or(Path::new("state")).display(),
-                e.message
-            ));
-            return EXIT_STATE;
-        }
         Err(e) if e.path.starts_with("--") => {
             return usage_error(&format!("{}: {}", e.path, e.message))
         }
@@ -205,10 +171,49 @@ pub fn run(args: &[OsString]) -> i32 {
     };
     sup.learn_ignored_signals();
     sup.use_vfork();
+    let (journal, taint) = match &o.state {
+        None => {
+            m.without_state();
+            (None, None)
+        }
+        Some(dir) => {
+            if !key.given {
+                sys::eprint_line(&format!(
+                    "--state without {KEY_ENV}: steps running as this user could forge the state (see protocol/README.md)"
+                ));
+            }
+            match journal::open(dir, &mut m, &key) {
+                Ok(opened) => {
+                    // Their writer may have died before printing them: readers drop repeats.
+                    for r in &opened.reprint {
+                        sup.emit(r);
+                    }
+                    (Some(opened.journal), opened.taint)
+                }
+                Err(e) => {
+                    sys::eprint_line(&e.0);
+                    return EXIT_STATE;
+                }
+            }
+        }
+    };
+    if let (true, Some(j)) = (m.already_finished(), &journal) {
+        sys::eprint_line(&format!(
+            "{}: this container already ran to its end (the state of an earlier run?): its result is reported again, nothing runs twice",
+            j.path.display()
+        ));
+    }
+    // HOMEs live beside the state (the shared volume's layout), or beside the init.
+    let home_dir = match &o.state {
+        Some(d) => d.parent().map(|p| p.join("home")),
+        None => init_dir().map(|d| d.join("home")),
+    };
     let mut d = Driver {
         sup: &mut sup,
-        state_file,
+        journal,
         base_env: std::env::vars_os()
+            // The journal's key is for the init alone.
+            .filter(|(k, _)| k != KEY_ENV)
             .filter_map(|(k, v)| {
                 let mut b = k.into_vec();
                 b.push(b'=');
@@ -216,36 +221,35 @@ pub fn run(args: &[OsString]) -> i32 {
                 CString::new(b).ok()
             })
             .collect(),
-        home_dir: init_dir().map(|d| d.join("home")),
+        home_dir,
         child: None,
         deadline: None,
         stop_signal: libc::SIGTERM,
         state_error: false,
     };
-    let mut actions = m.start(sys::now_ms());
+    let mut actions = m.start(sys::now_ms(), taint);
     loop {
         for a in std::mem::take(&mut actions) {
             match a {
+                Action::Journal(e) => d.journal(&e),
                 Action::Emit(r) => d.sup.emit(&r),
-                Action::Save => d.save(&m),
                 Action::Stop => {
                     if let Some(c) = d.child.as_mut() {
                         d.sup.stop(c, d.stop_signal);
                     }
                 }
                 Action::Spawn(l) => {
-                    if let Some(sig) = d.sup.pending_interrupt() {
+                    let ev = if let Some(sig) = d.sup.pending_interrupt() {
                         // Aborted between two steps: this one never starts.
                         d.stop_signal = sig;
-                        let now = sys::now_ms();
-                        actions.extend(m.handle(Event::Abort, now));
-                        let reason = "aborted before the step started".to_string();
-                        let code = None;
-                        actions.extend(m.handle(Event::SpawnFailed { code, reason }, now));
-                    } else if let Err((code, reason)) = d.spawn(&l) {
-                        actions
-                            .extend(m.handle(Event::SpawnFailed { code, reason }, sys::now_ms()));
-                    }
+                        Event::Abort
+                    } else {
+                        match d.spawn(&l) {
+                            Ok(()) => Event::Spawned,
+                            Err((code, reason)) => Event::SpawnFailed { code, reason },
+                        }
+                    };
+                    actions.extend(m.handle(ev, sys::now_ms()));
                 }
                 Action::Exit(code) => {
                     write_summary(&m, o.group, o.termination_log.as_deref());
@@ -285,7 +289,7 @@ pub fn run(args: &[OsString]) -> i32 {
 
 struct Driver<'a> {
     sup: &'a mut Supervisor,
-    state_file: Option<PathBuf>,
+    journal: Option<Journal>,
     /// The init's environment as `KEY=VALUE` strings, made once.
     base_env: Vec<CString>,
     home_dir: Option<PathBuf>,
@@ -296,11 +300,17 @@ struct Driver<'a> {
 }
 
 impl Driver<'_> {
-    fn save(&mut self, m: &Machine) {
-        let Some(f) = &self.state_file else { return };
-        if let Err(e) = save_state(f, &m.state()) {
+    /// Appends an entry to the journal (with `--state`). A failure is said once; the workflow
+    /// goes on (its records still reach stdout), and an intermediate container then exits 3 so
+    /// that the pod stops instead of a later init continuing from a state that lacks it.
+    fn journal(&mut self, e: &crate::machine::Entry) {
+        let Some(j) = &mut self.journal else { return };
+        if let Err(err) = j.append(e) {
             if !self.state_error {
-                sys::eprint_line(&format!("{}: cannot save state: {e}", f.display()));
+                sys::eprint_line(&format!(
+                    "{}: cannot write the state: {err}",
+                    j.path.display()
+                ));
             }
             self.state_error = true;
         }
@@ -336,10 +346,20 @@ impl Driver<'_> {
                 None => over.push((b"HOME", h)),
             }
         }
-        if let Some(wd) = &l.working_dir {
-            make_working_dir(Path::new(wd), l.uid, l.gid)
-                .map_err(|e| (None, format!("cannot create working directory {wd}: {e}")))?;
-        }
+        // Walked without following links planted by another user, created where missing (and
+        // owned by the step's user when we are root), entered by its fd: nothing can be swapped
+        // between the walk and the step's start.
+        let cwd = match &l.working_dir {
+            Some(wd) => Some(
+                Walk {
+                    owner: step_owner(l.uid, l.gid),
+                    create: Some(0o755),
+                }
+                .open(Path::new(wd))
+                .map_err(|e| (None, format!("cannot create working directory {wd}: {e}")))?,
+            ),
+            None => None,
+        };
         let prog = l.argv.first().map(String::as_str).unwrap_or("");
         let path_var = lookup(&over, "PATH")
             .map(|v| String::from_utf8_lossy(&v).into_owned())
@@ -373,15 +393,11 @@ impl Driver<'_> {
         }
         envp.extend(extra_c.iter().map(|c| c.as_ptr()));
         envp.push(std::ptr::null());
-        let cwd_c = match &l.working_dir {
-            Some(w) => Some(CString::new(w.as_bytes()).map_err(|_| nul("workingDir"))?),
-            None => None,
-        };
         let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
         argv.push(std::ptr::null());
         let launch = proc::Launch {
             envp: Some(&envp),
-            cwd: cwd_c.as_deref(),
+            cwd_fd: cwd.as_ref().map(|f| f.0),
             uid: l.uid,
             gid: l.gid,
             ..proc::Launch::new(&path, &argv)
@@ -409,18 +425,18 @@ impl Driver<'_> {
     }
 
     /// Steps whose HOME is missing or not writable (by their uid) get a writable one: under the
-    /// shared volume (`init setup` prepares DIR/home), else under /tmp.
+    /// shared volume (`init setup` prepares DIR/home), else under /tmp. Only a real directory
+    /// of the step's own user will do: one another user made for it (in the world-writable
+    /// fallback, or under /tmp) is passed over for the next name.
     fn home_fix(
         &self,
         home: Option<Vec<u8>>,
         uid: Option<u32>,
         gid: Option<u32>,
     ) -> Option<Vec<u8>> {
-        // SAFETY: geteuid/getegid cannot fail.
-        let uid = uid.unwrap_or_else(|| unsafe { libc::geteuid() });
-        let gid = gid.unwrap_or_else(|| unsafe { libc::getegid() });
+        let owner = step_owner(uid, gid);
         if let Some(h) = &home {
-            if writable_by(Path::new(std::ffi::OsStr::from_bytes(h)), uid, gid) {
+            if writable_by(Path::new(std::ffi::OsStr::from_bytes(h)), owner) {
                 return None;
             }
         }
@@ -430,137 +446,80 @@ impl Driver<'_> {
             .map(PathBuf::as_path)
             .chain([Path::new("/tmp")])
         {
-            let dir = base.join(uid.to_string());
-            if ensure_private_dir(&dir, uid, gid) {
-                return Some(dir.into_os_string().into_vec());
+            let Ok(dir) = (Walk {
+                owner: Owner::me(),
+                create: None,
+            })
+            .open(base) else {
+                continue;
+            };
+            for n in 0..4 {
+                let name = match n {
+                    0 => owner.uid.to_string(),
+                    n => format!("{}.{n}", owner.uid),
+                };
+                if private_dir(&dir, &name, owner) {
+                    return Some(base.join(name).into_os_string().into_vec());
+                }
             }
         }
         None
     }
 }
 
-fn stat(p: &Path) -> Option<libc::stat> {
-    let c = CString::new(p.as_os_str().as_bytes()).ok()?;
-    // SAFETY: valid path and out-pointer.
-    unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        (libc::stat(c.as_ptr(), &mut st) == 0).then_some(st)
+/// The user a step runs as (ours, unless the spec switches it).
+fn step_owner(uid: Option<u32>, gid: Option<u32>) -> Owner {
+    // SAFETY: geteuid/getegid cannot fail.
+    Owner {
+        uid: uid.unwrap_or_else(|| unsafe { libc::geteuid() }),
+        gid: Some(gid.unwrap_or_else(|| unsafe { libc::getegid() })),
     }
 }
 
-/// Whether `uid:gid` may create files in directory `p` (by its mode bits; root always may).
-fn writable_by(p: &Path, uid: u32, gid: u32) -> bool {
-    let Some(st) = stat(p) else { return false };
-    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+/// Whether `owner` may create files in directory `p` (by its mode bits; root always may).
+fn writable_by(p: &Path, owner: Owner) -> bool {
+    let Ok(fd) = fs::open_at(libc::AT_FDCWD, p, libc::O_PATH | libc::O_DIRECTORY, 0) else {
         return false;
-    }
-    let m = st.st_mode;
+    };
+    let Ok(st) = fs::fstat(fd.0) else {
+        return false;
+    };
+    let (uid, gid, m) = (owner.uid, owner.gid.unwrap_or(u32::MAX), st.st_mode);
     uid == 0
         || (st.st_uid == uid && m & 0o300 == 0o300)
         || (st.st_uid != uid && st.st_gid == gid && m & 0o030 == 0o030)
         || (st.st_uid != uid && st.st_gid != gid && m & 0o003 == 0o003)
 }
 
-/// Creates `dir` (mode 0700, owned by uid:gid when we are root) unless it is already usable.
-fn ensure_private_dir(dir: &Path, uid: u32, gid: u32) -> bool {
-    // Never a symlink someone planted (under /tmp, say): only a real directory will do.
-    if std::fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir()) {
-        return false;
-    }
-    if writable_by(dir, uid, gid) {
-        return true;
-    }
-    let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
+/// Makes `dir/name` a private HOME of `owner` (0700, theirs) unless it is one already; false
+/// when the name is taken by anything else (a file, a link, another user's directory).
+fn private_dir(dir: &Fd, name: &str, owner: Owner) -> bool {
+    let Ok(c) = CString::new(name) else {
         return false;
     };
-    // SAFETY: valid path.
-    unsafe {
-        if libc::mkdir(c.as_ptr(), 0o700) != 0 && sys::Errno::last().0 != libc::EEXIST {
-            return false;
-        }
-        if libc::geteuid() == 0 {
-            libc::lchown(c.as_ptr(), uid, gid);
-        }
-    }
-    writable_by(dir, uid, gid)
-}
-
-/// Creates a working directory with its parents; new directories belong to the step's uid/gid
-/// when the init is root and the step runs as someone else.
-fn make_working_dir(dir: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<(), String> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut missing = Vec::new();
-    let mut p = dir;
-    while !p.as_os_str().is_empty() && !p.exists() {
-        missing.push(p.to_path_buf());
-        match p.parent() {
-            Some(q) => p = q,
-            None => break,
-        }
-    }
-    std::fs::create_dir_all(dir).map_err(|e| os_err(&e))?;
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 && (uid.is_some() || gid.is_some()) {
-        for m in missing {
-            let _ = std::os::unix::fs::lchown(&m, uid, gid);
-        }
-    }
-    Ok(())
-}
-
-fn load_state(f: &Path) -> Result<Option<State>, String> {
-    let bytes = match std::fs::read(f) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(format!(
-                "{}: cannot read state: {}",
-                f.display(),
-                os_err(&e)
-            ))
-        }
+    // SAFETY: valid name relative to our directory fd; EEXIST is checked below.
+    let made = unsafe { libc::mkdirat(dir.0, c.as_ptr(), 0o700) } == 0;
+    let Ok(fd) = fs::open_at(
+        dir.0,
+        Path::new(name),
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    ) else {
+        return false;
     };
-    let de = &mut serde_json::Deserializer::from_slice(&bytes);
-    serde_path_to_error::deserialize(de)
-        .map(Some)
-        .map_err(|e| format!("{}: {}: {}", f.display(), e.path(), e.inner()))
-}
-
-/// Writes the state to a temporary file in the same directory and renames it over the old one:
-/// a reader sees the old state or the new, never a torn file. No fsync: the state only has to
-/// survive the death of this init (a process crash, OOM kill), not of the node; the kernel's page
-/// cache is shared by every container of the pod, and a rebooted node restarts the pod anyway.
-fn save_state(f: &Path, s: &State) -> Result<(), String> {
-    use std::io::Write;
-    let json = serde_json::to_vec(s).map_err(|e| e.to_string())?;
-    let tmp = f.with_extension(format!("tmp.{}", sys::getpid()));
-    // Steps can write the state directory too: the temporary file is always a new one
-    // (O_EXCL: never through a symlink or into a file someone left there). One left over by a
-    // killed init, or planted, is removed first (unlink removes a symlink, not its target).
-    let create = || {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-    };
-    let mut file = match create() {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let _ = std::fs::remove_file(&tmp);
-            create()
-        }
-        r => r,
+    // SAFETY: geteuid cannot fail; fd is ours (AT_EMPTY_PATH: the directory it is).
+    if made && unsafe { libc::geteuid() } == 0 {
+        unsafe {
+            libc::fchownat(
+                fd.0,
+                c"".as_ptr(),
+                owner.uid,
+                owner.gid.unwrap_or(u32::MAX),
+                libc::AT_EMPTY_PATH,
+            )
+        };
     }
-    .map_err(|e| os_err(&e))?;
-    let written = file.write_all(&json);
-    drop(file);
-    written
-        .and_then(|()| std::fs::rename(&tmp, f))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            os_err(&e)
-        })
+    fs::fstat(fd.0).is_ok_and(|st| st.st_uid == owner.uid)
 }
 
 fn write_summary(m: &Machine, group: u32, path: Option<&Path>) {
@@ -627,49 +586,33 @@ mod tests {
     }
 
     #[test]
-    fn state_is_saved_atomically_and_the_newest_earlier_one_is_found() {
-        let d = tmp("state");
-        assert_eq!(find_state(&d, 2), None);
-        let spec: Spec =
-            serde_json::from_str(r#"{"version":1,"steps":[{"command":["a"]}]}"#).unwrap();
-        let m = Machine::new(&spec, 0, "/bin/sh", None).unwrap();
-        save_state(&state_file(&d, 0), &m.state()).unwrap();
-        assert_eq!(find_state(&d, 2), Some(d.join("state.0.json")));
-        save_state(&state_file(&d, 1), &m.state()).unwrap();
-        assert_eq!(find_state(&d, 2), Some(d.join("state.1.json")));
-        assert_eq!(find_state(&d, 0), Some(d.join("state.0.json")));
-        assert_eq!(
-            load_state(&d.join("state.1.json")).unwrap(),
-            Some(m.state())
+    fn homes_are_the_users_own_directories_only() {
+        let d = tmp("home");
+        let dir = fs::open_at(libc::AT_FDCWD, &d, libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap();
+        let me = Owner::me();
+        assert!(private_dir(&dir, "mine", me));
+        assert!(
+            private_dir(&dir, "mine", me),
+            "a second time: it is ours already"
         );
-        // No temporary file is left behind.
-        let names: Vec<_> = std::fs::read_dir(&d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names.len(), 2, "{names:?}");
-        std::fs::write(d.join("state.1.json"), b"{\"version\":1,").unwrap();
-        assert!(load_state(&d.join("state.1.json")).is_err());
-        std::fs::remove_dir_all(&d).unwrap();
-    }
-
-    #[test]
-    fn a_planted_temporary_symlink_is_not_written_through() {
-        // The state directory is writable by the steps too: one could plant our temporary name
-        // as a symlink to a file the next (root) init must not overwrite.
-        let d = tmp("plant");
-        let victim = d.join("victim");
-        std::fs::write(&victim, b"keep").unwrap();
-        let f = state_file(&d, 0);
-        let planted = f.with_extension(format!("tmp.{}", sys::getpid()));
-        std::os::unix::fs::symlink(&victim, &planted).unwrap();
-        let spec: Spec =
-            serde_json::from_str(r#"{"version":1,"steps":[{"command":["a"]}]}"#).unwrap();
-        let m = Machine::new(&spec, 0, "/bin/sh", None).unwrap();
-        let saved = save_state(&f, &m.state());
-        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
-        assert_eq!(saved, Ok(()));
-        assert_eq!(load_state(&f).unwrap(), Some(m.state()));
+        std::fs::write(d.join("file"), b"").unwrap();
+        assert!(!private_dir(&dir, "file", me));
+        std::os::unix::fs::symlink(&d, d.join("link")).unwrap();
+        assert!(!private_dir(&dir, "link", me));
+        if me.uid == 0 {
+            // Another user's directory, however open, is not a HOME for 1001.
+            std::fs::create_dir(d.join("1001")).unwrap();
+            std::os::unix::fs::chown(d.join("1001"), Some(1000), Some(1000)).unwrap();
+            let them = Owner {
+                uid: 1001,
+                gid: Some(1001),
+            };
+            assert!(!private_dir(&dir, "1001", them));
+            assert!(private_dir(&dir, "1001.1", them));
+            let st = std::fs::metadata(d.join("1001.1")).unwrap();
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!((st.uid(), st.mode() & 0o777), (1001, 0o700));
+        }
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -679,12 +622,16 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o750)).unwrap();
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        assert!(writable_by(&d, uid, gid));
-        assert!(writable_by(&d, 0, 0), "root writes anywhere");
-        assert!(!writable_by(&d, 4242, 4242));
+        let who = |uid, gid| Owner {
+            uid,
+            gid: Some(gid),
+        };
+        assert!(writable_by(&d, who(uid, gid)));
+        assert!(writable_by(&d, who(0, 0)), "root writes anywhere");
+        assert!(!writable_by(&d, who(4242, 4242)));
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        assert!(writable_by(&d, 4242, 4242));
-        assert!(!writable_by(&d.join("missing"), uid, gid));
+        assert!(writable_by(&d, who(4242, 4242)));
+        assert!(!writable_by(&d.join("missing"), who(uid, gid)));
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -225,6 +225,7 @@ fn finish(
         status,
         ms,
         last: true,
+        reason: None,
     });
 }
 

@@ -1,0 +1,761 @@
+//! The state across containers: one append-only journal per container, `DIR/journal.N`, whose
+//! lines are the machine's [`Entry`]s, each authenticated by an HMAC chain under a key the steps
+//! never see.
+//!
+//! ```text
+//! stepinit-journal 1 3f2a...-12 1 <tag>       header: format, spec fingerprint, container
+//! B {"version":2,...} <tag>                    snapshot: the state this container started from
+//! S 4 1 916489 <tag>                           entries (see `encode`)
+//! E 4 failed 1 12 1 f - <tag>
+//! D failed 4210 <tag>                          the seal: this container is done
+//! ```
+//!
+//! `tag` is 32 hex digits: the first 128 bits of HMAC-SHA256(key, previous tag || line), the
+//! header's previous tag being zero. So no line can be changed, dropped, moved or copied from
+//! another journal without the next reader seeing it; all a writer without the key can do is
+//! cut a journal short, or remove it. The rules of the machine make both safe: a step of an ended
+//! container that never got its end is reported `aborted` (a failure). A reader stops at the first
+//! line that fails: a complete line means tampering and fails the workflow (a taint); an
+//! incomplete last line is what a killed writer leaves (one `write` per line), and is dropped.
+//!
+//! Files are read without following symlinks, without blocking (a planted FIFO), only if regular,
+//! with bounded lines; the memory a journal costs is bounded by the spec, not by the file.
+
+use crate::fs::{self, Fd};
+use crate::machine::{Entry, Machine, State};
+use crate::sys::{self, Errno};
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
+use std::path::{Path, PathBuf};
+use stepinit_protocol::{Record, Status};
+
+/// The environment variable that carries the key: 64 hex digits (32 bytes). The init removes it
+/// from every step's environment.
+pub const KEY_ENV: &str = "STEPINIT_STATE_KEY";
+
+/// First word of every journal.
+const MAGIC: &str = "stepinit-journal 1";
+
+/// The journal container `group` writes in the state directory.
+pub fn file_name(group: u32) -> String {
+    format!("journal.{group}")
+}
+
+/// The key that authenticates the journals of one run.
+#[derive(Clone)]
+pub struct Key {
+    bytes: [u8; 32],
+    /// Given by the controller; without it the chain still detects damage, not forgery.
+    pub given: bool,
+}
+
+impl Key {
+    /// The key from [`KEY_ENV`], or the all-zero key (and `given: false`) when it is unset.
+    pub fn from_env() -> Result<Key, String> {
+        let Some(v) = std::env::var_os(KEY_ENV) else {
+            return Ok(Key {
+                bytes: [0; 32],
+                given: false,
+            });
+        };
+        let v = v.as_encoded_bytes();
+        let mut bytes = [0u8; 32];
+        if v.len() != 64 {
+            return Err(format!(
+                "{KEY_ENV}: must be 64 hex digits (32 bytes), got {} characters",
+                v.len()
+            ));
+        }
+        for (i, pair) in v.chunks(2).enumerate() {
+            match (hex_val(pair[0]), hex_val(pair[1])) {
+                (Some(h), Some(l)) => bytes[i] = h << 4 | l,
+                _ => return Err(format!("{KEY_ENV}: not hex digits")),
+            }
+        }
+        Ok(Key { bytes, given: true })
+    }
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+const TAG: usize = 16;
+
+/// HMAC-SHA256 keyed once; each tag continues a copy of the keyed state.
+#[derive(Clone)]
+struct Chain {
+    keyed: Hmac<Sha256>,
+}
+
+impl Chain {
+    fn new(key: &Key) -> Chain {
+        Chain {
+            // HMAC takes keys of any length: this cannot fail.
+            keyed: <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(&key.bytes)
+                .unwrap_or_else(|_| unreachable!()),
+        }
+    }
+
+    fn tag(&self, prev: &[u8; TAG], body: &[u8]) -> [u8; TAG] {
+        let mut m = self.keyed.clone();
+        m.update(prev);
+        m.update(body);
+        let full = m.finalize().into_bytes();
+        let mut t = [0u8; TAG];
+        t.copy_from_slice(&full[..TAG]);
+        t
+    }
+}
+
+/// This container's journal, open for appending.
+pub struct Journal {
+    fd: Fd,
+    chain: Chain,
+    prev: [u8; TAG],
+    line: Vec<u8>,
+    pub path: PathBuf,
+}
+
+impl Journal {
+    /// Appends one entry, in one `write`.
+    pub fn append(&mut self, e: &Entry) -> Result<(), Errno> {
+        self.line.clear();
+        encode(e, &mut self.line);
+        self.write_line()
+    }
+
+    fn write_line(&mut self) -> Result<(), Errno> {
+        let tag = self.chain.tag(&self.prev, &self.line);
+        self.line.push(b' ');
+        for b in tag {
+            self.line.push(HEX[(b >> 4) as usize]);
+            self.line.push(HEX[(b & 15) as usize]);
+        }
+        self.line.push(b'\n');
+        sys::write_all(self.fd.0, &self.line)?;
+        self.prev = tag;
+        Ok(())
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// What opening the state gave.
+pub struct Opened {
+    pub journal: Journal,
+    /// The records of the last entry replayed: their writer may have died before printing them.
+    pub reprint: Vec<Record>,
+    /// Why the state cannot be trusted, when it cannot (the workflow then fails).
+    pub taint: Option<String>,
+}
+
+/// Why the state could not be opened (exit 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenError(pub String);
+
+/// Opens the state of `m`'s container in directory `dir`: replays into `m` its own journal (a
+/// restarted container) or else the newest of its predecessors', and opens its own for appending
+/// (new ones start with the header and a snapshot of what was replayed).
+pub fn open(dir: &Path, m: &mut Machine, key: &Key) -> Result<Opened, OpenError> {
+    let shown = dir.display();
+    let dfd = open_dir(dir)?;
+    let chain = Chain::new(key);
+    let group = m.group();
+    let own = file_name(group);
+    let mut taint: Option<String> = None;
+    let note = |t: &mut Option<String>, why: String| {
+        sys::eprint_line(&why);
+        t.get_or_insert(why);
+    };
+    // Our own journal: a restart of this container continues it.
+    match fs::open_at(
+        dfd.0,
+        Path::new(&own),
+        libc::O_RDWR | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+        0,
+    ) {
+        Ok(fd) => {
+            let st = fs::fstat(fd.0).map_err(|e| OpenError(format!("{shown}/{own}: {e}")))?;
+            // SAFETY: geteuid cannot fail.
+            let mine = st.st_mode & libc::S_IFMT == libc::S_IFREG
+                && st.st_uid == unsafe { libc::geteuid() };
+            if mine {
+                let r = replay(&fd, &format!("{shown}/{own}"), group, m, &chain)?;
+                if let Some(t) = r.taint {
+                    note(&mut taint, t);
+                }
+                if r.lines > 0 {
+                    // What a killed writer left half-written goes; what follows is ours.
+                    // SAFETY: fd is ours.
+                    unsafe { libc::ftruncate(fd.0, r.valid_len as libc::off_t) };
+                    // SAFETY: fd is ours.
+                    unsafe { libc::lseek(fd.0, 0, libc::SEEK_END) };
+                    let journal = Journal {
+                        fd,
+                        chain,
+                        prev: r.prev,
+                        line: Vec::new(),
+                        path: dir.join(&own),
+                    };
+                    return Ok(Opened {
+                        journal,
+                        reprint: r.reprint,
+                        taint,
+                    });
+                }
+                // Empty (its init was killed before the header), or not a journal: made anew.
+            } else {
+                note(
+                    &mut taint,
+                    format!("{shown}/{own}: planted before this container started (not a regular file of this user)"),
+                );
+            }
+            unlink(&dfd, &own)
+                .map_err(|e| OpenError(format!("{shown}/{own}: cannot remove: {e}")))?;
+        }
+        Err(Errno(libc::ENOENT)) => {}
+        Err(Errno(libc::ELOOP)) => {
+            note(&mut taint, format!("{shown}/{own}: planted as a symlink"));
+            unlink(&dfd, &own)
+                .map_err(|e| OpenError(format!("{shown}/{own}: cannot remove: {e}")))?;
+        }
+        Err(e) => return Err(OpenError(format!("{shown}/{own}: {e}"))),
+    }
+    // A new journal: continue from the newest predecessor that left one.
+    let mut reprint = Vec::new();
+    let mut replayed = false;
+    for g in (0..group).rev() {
+        let name = file_name(g);
+        let path = format!("{shown}/{name}");
+        let fd = match fs::open_at(
+            dfd.0,
+            Path::new(&name),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+            0,
+        ) {
+            Ok(fd) => fd,
+            Err(Errno(libc::ENOENT)) => continue,
+            Err(e) => {
+                note(&mut taint, format!("{path}: cannot be read: {e}"));
+                continue;
+            }
+        };
+        let r = replay(&fd, &path, g, m, &chain)?;
+        if let Some(t) = r.taint {
+            note(&mut taint, t);
+        }
+        if r.lines > 0 {
+            // Its seal is its own (`done` with last:false); anything else may be unprinted.
+            reprint = r
+                .reprint
+                .into_iter()
+                .filter(|x| !matches!(x, Record::Done { .. }))
+                .collect();
+            replayed = true;
+            break;
+        }
+    }
+    let create = || {
+        fs::open_at(
+            dfd.0,
+            Path::new(&own),
+            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            0o644,
+        )
+    };
+    let fd = match create() {
+        Err(Errno(libc::EEXIST)) => {
+            // Planted between our look and our create: removed, and said.
+            note(
+                &mut taint,
+                format!("{shown}/{own}: planted while this container started"),
+            );
+            unlink(&dfd, &own)
+                .map_err(|e| OpenError(format!("{shown}/{own}: cannot remove: {e}")))?;
+            create()
+        }
+        r => r,
+    }
+    .map_err(|e| OpenError(format!("{shown}/{own}: cannot create: {e}")))?;
+    // Readable by the next container's init, whatever our umask (it may run as another user).
+    // SAFETY: fd is ours.
+    unsafe { libc::fchmod(fd.0, 0o644) };
+    let mut j = Journal {
+        fd,
+        chain,
+        prev: [0; TAG],
+        line: format!("{MAGIC} {} {group}", m.fingerprint()).into_bytes(),
+        path: dir.join(&own),
+    };
+    let err = |e: Errno| OpenError(format!("{}: cannot write: {e}", j_path(dir, &own)));
+    j.write_line().map_err(err)?;
+    if replayed {
+        j.line.clear();
+        j.line.extend_from_slice(b"B ");
+        j.line
+            .extend_from_slice(&serde_json::to_vec(&m.state()).unwrap_or_default());
+        j.write_line().map_err(err)?;
+    }
+    Ok(Opened {
+        journal: j,
+        reprint,
+        taint,
+    })
+}
+
+fn j_path(dir: &Path, name: &str) -> String {
+    dir.join(name).display().to_string()
+}
+
+fn unlink(dir: &Fd, name: &str) -> Result<(), Errno> {
+    let c = std::ffi::CString::new(name).map_err(|_| Errno(libc::EINVAL))?;
+    // SAFETY: valid name relative to our directory fd.
+    sys::check(unsafe { libc::unlinkat(dir.0, c.as_ptr(), 0) }).map(|_| ())
+}
+
+/// Opens (creating it, and its parents, when missing) the state directory; never a symlink.
+fn open_dir(dir: &Path) -> Result<Fd, OpenError> {
+    let shown = dir.display();
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(OpenError(format!(
+                "{shown}: --state must be a directory, and this is not one"
+            )))
+        }
+        Err(_) => std::fs::create_dir_all(dir).map_err(|e| {
+            OpenError(format!(
+                "{shown}: cannot create the state directory: {}",
+                os_err(&e)
+            ))
+        })?,
+    }
+    fs::open_at(
+        libc::AT_FDCWD,
+        dir,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )
+    .map_err(|e| OpenError(format!("{shown}: cannot open the state directory: {e}")))
+}
+
+fn os_err(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => Errno(n).to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// What replaying one journal gave.
+struct Replay {
+    /// Valid lines (the header included).
+    lines: usize,
+    valid_len: u64,
+    prev: [u8; TAG],
+    reprint: Vec<Record>,
+    taint: Option<String>,
+}
+
+/// Replays journal `path` of container `from` into `m` up to its first line that fails. Err
+/// only for a journal of another spec (the state directory of another run).
+fn replay(
+    fd: &Fd,
+    path: &str,
+    from: u32,
+    m: &mut Machine,
+    chain: &Chain,
+) -> Result<Replay, OpenError> {
+    let mut r = Replay {
+        lines: 0,
+        valid_len: 0,
+        prev: [0; TAG],
+        reprint: Vec::new(),
+        taint: None,
+    };
+    match fs::fstat(fd.0) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => {}
+        _ => {
+            r.taint = Some(format!("{path}: not a regular file"));
+            return Ok(r);
+        }
+    }
+    // The longest line an init writes: the snapshot, a few hundred bytes a node at most.
+    let max_line = 64 * 1024 + 512 * m.node_count();
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut eof = false;
+    loop {
+        // Complete lines first.
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let line_no = r.lines + 1;
+            match check_line(&buf[..nl], &r.prev, chain) {
+                None => {
+                    r.taint = Some(format!("{path}: line {line_no} fails verification (the state was changed by someone without the key)"));
+                    return Ok(r);
+                }
+                Some((body, tag)) => {
+                    if let Err(why) = apply_line(body, line_no, from, m, &mut r) {
+                        if let LineError::OtherSpec(s) = why {
+                            return Err(OpenError(format!("{path}: {s}")));
+                        }
+                        if let LineError::Bad(s) = why {
+                            r.taint = Some(format!("{path}: line {line_no}: {s}"));
+                        }
+                        return Ok(r);
+                    }
+                    r.prev = tag;
+                    r.lines += 1;
+                    r.valid_len += nl as u64 + 1;
+                }
+            }
+            buf.drain(..=nl);
+        }
+        if buf.len() > max_line {
+            r.taint = Some(format!(
+                "{path}: line {} is longer than any the init writes",
+                r.lines + 1
+            ));
+            return Ok(r);
+        }
+        if eof {
+            // A partial last line: what a killed writer leaves. Dropped, not a taint.
+            return Ok(r);
+        }
+        match sys::read(fd.0, &mut chunk) {
+            Ok(0) => eof = true,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => {
+                r.taint = Some(format!("{path}: cannot read: {e}"));
+                return Ok(r);
+            }
+        }
+    }
+}
+
+/// The body and tag of a line whose tag is right.
+fn check_line<'a>(
+    line: &'a [u8],
+    prev: &[u8; TAG],
+    chain: &Chain,
+) -> Option<(&'a [u8], [u8; TAG])> {
+    let sp = line.iter().rposition(|&b| b == b' ')?;
+    let (body, hex) = (&line[..sp], &line[sp + 1..]);
+    if hex.len() != 2 * TAG {
+        return None;
+    }
+    let mut tag = [0u8; TAG];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        tag[i] = hex_val(pair[0])? << 4 | hex_val(pair[1])?;
+    }
+    let want = chain.tag(prev, body);
+    // Constant time: the comparison says nothing about how much of a forged tag was right.
+    let diff = want
+        .iter()
+        .zip(tag.iter())
+        .fold(0u8, |d, (a, b)| d | (a ^ b));
+    (diff == 0).then_some((body, tag))
+}
+
+enum LineError {
+    /// The journal of another spec (a state directory of another run): exit 3.
+    OtherSpec(String),
+    /// A line the init cannot have written: a taint.
+    Bad(String),
+}
+
+fn apply_line(
+    body: &[u8],
+    line_no: usize,
+    from: u32,
+    m: &mut Machine,
+    r: &mut Replay,
+) -> Result<(), LineError> {
+    let bad = |s: &str| LineError::Bad(s.to_string());
+    if line_no == 1 {
+        let want = format!("{MAGIC} {} {from}", m.fingerprint());
+        if body == want.as_bytes() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(body);
+        let mut w = text.split(' ');
+        return Err(match (w.next(), w.next(), w.next(), w.next()) {
+            (Some("stepinit-journal"), Some("1"), Some(fp), Some(c))
+                if fp != m.fingerprint() && c == from.to_string() =>
+            {
+                LineError::OtherSpec("the state was written for another spec".into())
+            }
+            _ => bad("not the header of this container's journal"),
+        });
+    }
+    if let Some(json) = body.strip_prefix(b"B ") {
+        if line_no != 2 {
+            return Err(bad("a snapshot after the journal's start"));
+        }
+        let s: State =
+            serde_json::from_slice(json).map_err(|e| LineError::Bad(format!("snapshot: {e}")))?;
+        if s.container != from {
+            return Err(bad("the snapshot of another container"));
+        }
+        r.reprint.clear();
+        return m.restore(s).map_err(LineError::Bad);
+    }
+    let e = decode(body).ok_or_else(|| bad("not an entry"))?;
+    r.reprint = m.replay(from, &e).map_err(LineError::Bad)?;
+    Ok(())
+}
+
+/// Writes an entry's line body (no tag): a letter, then space-separated fields; free text is
+/// `-` (none) or `=` and the text with `%`, space and control bytes as `%XX`.
+pub fn encode(e: &Entry, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let _ = match e {
+        Entry::Start { node, attempt, at } => write!(out, "S {node} {attempt} {at}"),
+        Entry::End {
+            node,
+            status,
+            code,
+            ms,
+            attempt,
+            fin,
+            reason,
+        } => {
+            let _ = write!(out, "E {node} {status} ");
+            match code {
+                Some(c) => {
+                    let _ = write!(out, "{c}");
+                }
+                None => out.push(b'-'),
+            }
+            let _ = write!(out, " {ms} {attempt} {} ", if *fin { 'f' } else { 'r' });
+            text(out, reason.as_deref());
+            Ok(())
+        }
+        Entry::Settle { node } => write!(out, "F {node}"),
+        Entry::Skip { node, reason } => {
+            let _ = write!(out, "K {node} ");
+            text(out, Some(reason));
+            Ok(())
+        }
+        Entry::TimedOut { node } => write!(out, "T {node}"),
+        Entry::Abort => write!(out, "A"),
+        Entry::Taint { reason } => {
+            out.extend_from_slice(b"X ");
+            text(out, Some(reason));
+            Ok(())
+        }
+        Entry::Done { status, ms } => write!(out, "D {status} {ms}"),
+    };
+}
+
+fn text(out: &mut Vec<u8>, t: Option<&str>) {
+    let Some(t) = t else {
+        out.push(b'-');
+        return;
+    };
+    out.push(b'=');
+    for &b in t.as_bytes() {
+        if b <= b' ' || b == b'%' || b == 0x7f {
+            out.push(b'%');
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 15) as usize]);
+        } else {
+            out.push(b);
+        }
+    }
+}
+
+fn untext(w: &[u8]) -> Option<Option<String>> {
+    if w == b"-" {
+        return Some(None);
+    }
+    let t = w.strip_prefix(b"=")?;
+    let mut out = Vec::with_capacity(t.len());
+    let mut i = 0;
+    while i < t.len() {
+        if t[i] == b'%' {
+            let h = hex_val(*t.get(i + 1)?)?;
+            let l = hex_val(*t.get(i + 2)?)?;
+            out.push(h << 4 | l);
+            i += 3;
+        } else {
+            out.push(t[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().map(Some)
+}
+
+/// Parses an entry's line body; None: not one an init writes.
+pub fn decode(body: &[u8]) -> Option<Entry> {
+    let mut w = body.split(|&b| b == b' ');
+    let kind = w.next()?;
+    let mut field = || w.next();
+    fn num<T: std::str::FromStr>(f: Option<&[u8]>) -> Option<T> {
+        std::str::from_utf8(f?).ok()?.parse().ok()
+    }
+    let status = |f: Option<&[u8]>| Status::parse(std::str::from_utf8(f?).ok()?);
+    let e = match kind {
+        b"S" => Entry::Start {
+            node: num(field())?,
+            attempt: num(field())?,
+            at: num(field())?,
+        },
+        b"E" => Entry::End {
+            node: num(field())?,
+            status: status(field())?,
+            code: match field()? {
+                b"-" => None,
+                c => Some(num(Some(c))?),
+            },
+            ms: num(field())?,
+            attempt: num(field())?,
+            fin: match field()? {
+                b"f" => true,
+                b"r" => false,
+                _ => return None,
+            },
+            reason: untext(field()?)?,
+        },
+        b"F" => Entry::Settle {
+            node: num(field())?,
+        },
+        b"K" => Entry::Skip {
+            node: num(field())?,
+            reason: untext(field()?)??,
+        },
+        b"T" => Entry::TimedOut {
+            node: num(field())?,
+        },
+        b"A" => Entry::Abort,
+        b"X" => Entry::Taint {
+            reason: untext(field()?)??,
+        },
+        b"D" => Entry::Done {
+            status: status(field())?,
+            ms: num(field())?,
+        },
+        _ => return None,
+    };
+    // Nothing may follow the fields.
+    if field().is_some() {
+        return None;
+    }
+    Some(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_roundtrip_through_their_text() {
+        let all = [
+            Entry::Start {
+                node: 3,
+                attempt: 2,
+                at: u64::MAX,
+            },
+            Entry::End {
+                node: 1,
+                status: Status::Failed,
+                code: Some(-2),
+                ms: 12,
+                attempt: 1,
+                fin: false,
+                reason: Some("a b%c\n\u{1e}é=-".into()),
+            },
+            Entry::End {
+                node: 1,
+                status: Status::Skipped,
+                code: None,
+                ms: 0,
+                attempt: 0,
+                fin: true,
+                reason: None,
+            },
+            Entry::End {
+                node: 1,
+                status: Status::Passed,
+                code: Some(0),
+                ms: 0,
+                attempt: 1,
+                fin: true,
+                reason: Some(String::new()),
+            },
+            Entry::Settle { node: 9 },
+            Entry::Skip {
+                node: 2,
+                reason: "-".into(),
+            },
+            Entry::TimedOut { node: 4 },
+            Entry::Abort,
+            Entry::Taint {
+                reason: "x y".into(),
+            },
+            Entry::Done {
+                status: Status::Aborted,
+                ms: 7,
+            },
+        ];
+        for e in all {
+            let mut b = Vec::new();
+            encode(&e, &mut b);
+            assert!(!b.contains(&b'\n'), "{b:?}");
+            assert_eq!(
+                decode(&b),
+                Some(e.clone()),
+                "{}",
+                String::from_utf8_lossy(&b)
+            );
+        }
+        for junk in [
+            &b""[..],
+            b"S",
+            b"S 1 2",
+            b"S 1 2 3 4",
+            b"E 1 fine - 0 1 f -",
+            b"Q 1",
+            b"K 1 -",
+            b"S -1 1 1",
+            b"X =%zz",
+        ] {
+            assert_eq!(decode(junk), None, "{}", String::from_utf8_lossy(junk));
+        }
+    }
+
+    #[test]
+    fn tags_chain_and_depend_on_the_key() {
+        let k1 = Key {
+            bytes: [1; 32],
+            given: true,
+        };
+        let k2 = Key {
+            bytes: [2; 32],
+            given: true,
+        };
+        let (c1, c2) = (Chain::new(&k1), Chain::new(&k2));
+        let t = c1.tag(&[0; TAG], b"S 1 1 1");
+        assert_ne!(t, c2.tag(&[0; TAG], b"S 1 1 1"));
+        assert_ne!(
+            t,
+            c1.tag(&t, b"S 1 1 1"),
+            "the same line elsewhere in the chain"
+        );
+        let mut line = b"S 1 1 1 ".to_vec();
+        for b in t {
+            line.push(HEX[(b >> 4) as usize]);
+            line.push(HEX[(b & 15) as usize]);
+        }
+        assert_eq!(check_line(&line, &[0; TAG], &c1).map(|x| x.1), Some(t));
+        assert!(check_line(&line, &[0; TAG], &c2).is_none());
+        let mut flipped = line.clone();
+        flipped[2] = b'2';
+        assert!(check_line(&flipped, &[0; TAG], &c1).is_none());
+    }
+}
