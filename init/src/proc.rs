@@ -122,8 +122,12 @@ pub enum Wake {
 pub struct Supervisor {
     sfd: libc::c_int,
     pid1: bool,
-    /// Whether /proc is ours (its `self` is our pid); None until first needed.
+    /// Whether /proc is a procfs of our pid namespace; None until first needed.
     proc_ok: Option<bool>,
+    /// `/dev/null`, the stdin of steps while our stdout is a terminal (see [`Supervisor::guard_terminal`]).
+    null_stdin: Option<libc::c_int>,
+    /// The terminal fds we made exclusive, to release at the end.
+    exclusive: Vec<libc::c_int>,
     interrupt: Option<i32>,
     framers: [Framer; 2],
     /// Signals whose disposition we inherited as SIG_IGN (bit N-1 for signal N); None: unknown,
@@ -155,6 +159,8 @@ impl Supervisor {
             sfd,
             pid1,
             proc_ok: None,
+            null_stdin: None,
+            exclusive: Vec::new(),
             interrupt: None,
             framers: [Framer::new(), Framer::new()],
             ignored: None,
@@ -189,6 +195,35 @@ impl Supervisor {
             }
         }
         self.ignored = Some(mask);
+    }
+
+    /// When our records go to a terminal (`podman run -t`, an interactive shell), a step could
+    /// write forged records to it: by opening `/dev/tty` or `/dev/pts/N` (its own user owns the
+    /// terminal), or through a stdin that is the terminal. So the terminal is made exclusive
+    /// (TIOCEXCL: no new open of it succeeds without CAP_SYS_ADMIN, until we release it at the
+    /// end), and steps get `/dev/null` as stdin instead of it.
+    pub fn guard_terminal(&mut self) {
+        // SAFETY: isatty/ioctl on our own standard fds.
+        let tty = |fd| unsafe { libc::isatty(fd) } == 1;
+        if !tty(1) {
+            return;
+        }
+        for fd in 0..3 {
+            if tty(fd) && unsafe { libc::ioctl(fd, libc::TIOCEXCL) } == 0 {
+                self.exclusive.push(fd);
+            }
+        }
+        if tty(0) {
+            if let Ok(fd) = crate::fs::open_at(
+                libc::AT_FDCWD,
+                std::path::Path::new("/dev/null"),
+                libc::O_RDONLY,
+                0,
+            ) {
+                self.null_stdin = Some(fd.0);
+                std::mem::forget(fd);
+            }
+        }
     }
 
     /// Spawn steps with vfork semantics (cheaper per step than fork). Wrap mode, which spawns
@@ -250,6 +285,7 @@ impl Supervisor {
             err_w,
             err: &mut shared_err,
             ignored: self.ignored,
+            stdin: self.null_stdin.unwrap_or(-1),
         };
         let arg = &ctx as *const ChildCtx as *mut libc::c_void;
         let pid = if self.vfork {
@@ -510,13 +546,20 @@ impl Supervisor {
         }
         // Each gets the signal, then SIGCONT: a stopped process could not act on it before the
         // grace ran out (systemd does the same).
-        sys::kill(-c.pid, sig);
-        sys::kill(-c.pid, libc::SIGCONT);
-        for pid in self.children() {
-            // Group members already got it: a second SIGINT means "force" to many programs.
-            if unsafe { libc::getpgid(pid) } != c.pid {
-                sys::kill(pid, sig);
-                sys::kill(pid, libc::SIGCONT);
+        if self.pid1 {
+            // PID 1 of a pid namespace: every other process in it is the step's (setsid'd ones
+            // included), and kill(-1) reaches each once, with no /proc to trust.
+            sys::kill(-1, sig);
+            sys::kill(-1, libc::SIGCONT);
+        } else {
+            sys::kill(-c.pid, sig);
+            sys::kill(-c.pid, libc::SIGCONT);
+            for pid in self.children() {
+                // Group members already got it: a second SIGINT means "force" to many programs.
+                if unsafe { libc::getpgid(pid) } != c.pid {
+                    sys::kill(pid, sig);
+                    sys::kill(pid, libc::SIGCONT);
+                }
             }
         }
         c.stop = Stop::Term(sys::now_ms().saturating_add(c.grace_ms));
@@ -540,41 +583,80 @@ impl Supervisor {
         }
     }
 
-    /// Our direct children, from /proc (only when /proc belongs to our pid namespace).
+    /// Our direct children. From /proc when it is a procfs of our own pid namespace (read
+    /// without blocking); else by asking the kernel about every possible pid, which no mount can
+    /// fake: `waitid(P_PID)` says ECHILD for anything but a child of ours. That costs about half a
+    /// second, and only where /proc lies (another namespace's, or a tmpfs over it).
     fn children(&mut self) -> Vec<Pid> {
-        let me = sys::getpid();
-        let ok = *self.proc_ok.get_or_insert_with(|| {
-            std::fs::read_link("/proc/self")
-                .map(|p| p.as_os_str().as_encoded_bytes() == me.to_string().as_bytes())
-                .unwrap_or(false)
-        });
-        let mut out = Vec::new();
-        if !ok {
-            return out;
-        }
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) {
-            out.extend(
-                s.split_ascii_whitespace()
-                    .filter_map(|p| p.parse::<Pid>().ok()),
-            );
-            return out;
-        }
-        // Kernels without CONFIG_PROC_CHILDREN: scan every process's parent.
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return out;
-        };
-        for e in dir.flatten() {
-            let name = e.file_name();
-            let Some(pid) = name.to_str().and_then(|n| n.parse::<Pid>().ok()) else {
-                continue;
-            };
-            if let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) {
-                if parent_of(&stat) == Some(me) {
-                    out.push(pid);
-                }
+        let ok = *self.proc_ok.get_or_insert_with(sys::proc_is_ours);
+        if ok {
+            if let Some(v) = children_from_proc() {
+                return v;
             }
         }
-        out
+        children_by_wait()
+    }
+}
+
+/// The children /proc lists, or None when it cannot say.
+fn children_from_proc() -> Option<Vec<Pid>> {
+    let me = sys::getpid();
+    let read = |p: String| {
+        crate::fs::read_bounded(libc::AT_FDCWD, std::path::Path::new(&p), 1 << 20, false).ok()
+    };
+    if let Some(s) = read(format!("/proc/{me}/task/{me}/children")) {
+        return Some(
+            String::from_utf8_lossy(&s)
+                .split_ascii_whitespace()
+                .filter_map(|p| p.parse::<Pid>().ok())
+                .collect(),
+        );
+    }
+    // Kernels without CONFIG_PROC_CHILDREN: scan every process's parent.
+    let dir = std::fs::read_dir("/proc").ok()?;
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<Pid>().ok()) else {
+            continue;
+        };
+        if let Some(stat) = read(format!("/proc/{pid}/stat")) {
+            if parent_of(&stat) == Some(me) {
+                out.push(pid);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Every child of ours, asked of the kernel pid by pid (up to the kernel's PID_MAX_LIMIT).
+fn children_by_wait() -> Vec<Pid> {
+    const PID_MAX_LIMIT: Pid = 4 << 20;
+    let mut out = Vec::new();
+    for pid in 2..=PID_MAX_LIMIT {
+        // SAFETY: info is a valid out-pointer; WNOWAIT leaves any state for our reaper.
+        let r = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WSTOPPED | libc::WCONTINUED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if r == 0 {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        for &fd in &self.exclusive {
+            // SAFETY: our own standard fd.
+            unsafe { libc::ioctl(fd, libc::TIOCNXCL) };
+        }
     }
 }
 
@@ -623,6 +705,8 @@ struct ChildCtx<'a> {
     err_w: libc::c_int,
     err: *mut [i32; 2],
     ignored: Option<u64>,
+    /// An fd to give the step as its stdin instead of ours (-1: ours).
+    stdin: libc::c_int,
 }
 
 extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
@@ -651,9 +735,12 @@ unsafe fn child_after_fork(c: &ChildCtx) -> ! {
     let l = c.l;
     // Own process group: signals for the step reach its whole group, never us.
     libc::setpgid(0, 0);
-    // Foreground of the terminal, when the init has it, so an interactive step can read it
-    // (SIGTTOU is blocked here, so this cannot stop us; ENOTTY is the common, ignored case).
-    if libc::tcgetpgrp(0) == libc::getpgid(libc::getppid()) {
+    if c.stdin >= 0 {
+        // Our stdout is a terminal: the step gets none of it (see guard_terminal).
+        libc::dup2(c.stdin, 0);
+    } else if libc::tcgetpgrp(0) == libc::getpgid(libc::getppid()) {
+        // Foreground of the terminal, when the init has it, so an interactive step can read it
+        // (SIGTTOU is blocked here, so this cannot stop us; ENOTTY is the common, ignored case).
         libc::tcsetpgrp(0, libc::getpid());
     }
     if l.relay {

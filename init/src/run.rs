@@ -171,6 +171,7 @@ pub fn run(args: &[OsString]) -> i32 {
     };
     sup.learn_ignored_signals();
     sup.use_vfork();
+    sup.guard_terminal();
     let (journal, taint) = match &o.state {
         None => {
             m.without_state();

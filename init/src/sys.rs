@@ -221,3 +221,17 @@ pub fn is_executable_file(path: &CStr) -> Option<bool> {
         Some(st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_mode & 0o111 != 0)
     }
 }
+
+/// Whether /proc is a procfs (not a tmpfs or anything else mounted over it) of our own pid
+/// namespace (its `self` is our pid): only then does it say the truth about our processes.
+pub fn proc_is_ours() -> bool {
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    // SAFETY: st is a valid out-pointer.
+    let procfs = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c"/proc".as_ptr(), &mut st) == 0 && st.f_type as i64 == PROC_SUPER_MAGIC
+    };
+    procfs
+        && std::fs::read_link("/proc/self")
+            .is_ok_and(|p| p.as_os_str().as_encoded_bytes() == getpid().to_string().as_bytes())
+}

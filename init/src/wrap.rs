@@ -128,6 +128,10 @@ pub fn run(args: Vec<OsString>) -> i32 {
     }
     let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
     argv.push(std::ptr::null());
+    if o.report {
+        // Records are printed: no step may reach the terminal they go to.
+        sup.guard_terminal();
+    }
     let start = if o.report { sys::now_ms() } else { 0 };
     // parse() guarantees a command.
     let name = o.cmd[0].to_string_lossy().into_owned();
