@@ -42,7 +42,10 @@ pub struct RunResult {
 #[derive(Debug, Default, Clone)]
 struct Acc {
     name: Option<String>,
-    started: u32,
+    /// The attempts whose start was seen (a start printed again by a later init counts once).
+    started: std::collections::BTreeSet<u32>,
+    /// The end of each attempt seen, as printed.
+    ends: HashMap<u32, Record>,
     ended: bool,
     status: Option<Status>,
     code: Option<i32>,
@@ -63,6 +66,10 @@ pub struct Collector {
     done: Option<(Status, u64, bool)>,
     done_ms_total: u64,
     from_spec: bool,
+    /// Top-level steps whose failure does not fail the workflow (from the spec).
+    optional: std::collections::HashSet<String>,
+    /// Records that contradict each other: the run cannot be trusted to have passed.
+    conflicts: Vec<String>,
     pub notes: Vec<String>,
 }
 
@@ -90,6 +97,9 @@ impl Collector {
                         }
                     });
                     c.insert(&id, parent);
+                    if parent.is_none() && s.optional {
+                        c.optional.insert(id.clone());
+                    }
                     let a = c.acc.get_mut(&id).unwrap();
                     a.name = s.name.clone();
                     a.is_group = !s.steps.is_empty();
@@ -147,12 +157,22 @@ impl Collector {
         self.acc.get(id).is_some_and(|a| a.is_group)
     }
 
+    /// Takes one record. An init that continues a journal prints the records of its last entry
+    /// again (their writer may have died before printing them): a start or end of an attempt
+    /// already seen is dropped when it is the same, and noted (the run cannot pass) when it says
+    /// something else.
     pub fn on_record(&mut self, r: &Record) {
         match r {
-            Record::Start { step, name, .. } => {
+            Record::Start {
+                step,
+                name,
+                attempt,
+            } => {
                 self.ensure(step);
                 let a = self.acc.get_mut(step).unwrap();
-                a.started += 1;
+                if !a.started.insert(*attempt) {
+                    return;
+                }
                 // The init's record names the step it really ran: it wins over a workflow
                 // given to `decode` (a different version, or a name derived without the image).
                 if name.is_some() {
@@ -165,10 +185,22 @@ impl Collector {
                 code,
                 ms,
                 reason,
-                ..
+                attempt,
             } => {
                 self.ensure(step);
                 let a = self.acc.get_mut(step).unwrap();
+                match a.ends.get(attempt) {
+                    Some(prev) if prev == r => return,
+                    Some(_) => {
+                        self.conflicts.push(format!(
+                            "step {step} attempt {attempt} is reported twice with different results"
+                        ));
+                        return;
+                    }
+                    None => {
+                        a.ends.insert(*attempt, r.clone());
+                    }
+                }
                 a.ended = true;
                 a.status = Some(*status);
                 a.code = *code;
@@ -176,9 +208,19 @@ impl Collector {
                 a.last_attempt_ms = *ms;
                 a.reason = reason.clone();
             }
-            Record::Done { status, ms, last } => {
+            Record::Done {
+                status,
+                ms,
+                last,
+                reason,
+            } => {
                 self.done_ms_total += ms;
                 self.done = Some((*status, *ms, *last));
+                if let Some(why) = reason {
+                    if !self.notes.contains(why) {
+                        self.notes.push(why.clone());
+                    }
+                }
             }
         }
     }
@@ -198,18 +240,35 @@ impl Collector {
             .iter()
             .map(|id| self.step_result(id, interrupted))
             .collect();
-        let status = match self.done {
+        let mut status = match self.done {
             Some((s, _, true)) => s,
             _ if interrupted => Status::Aborted,
             _ => {
+                // Not "aborted": that is for runs that were interrupted.
                 notes.push("the workflow's final record is missing (logs incomplete?)".into());
-                if steps.iter().any(|s| s.status == Status::Aborted) {
-                    Status::Aborted
-                } else {
-                    Status::Failed
-                }
+                Status::Failed
             }
         };
+        // The final record speaks for the last container's init, which trusts the state; each
+        // step's own record speaks for the init that ran it. A pass needs both.
+        if status == Status::Passed {
+            let failed = steps.iter().find(|s| {
+                s.status.is_failure() && !(self.from_spec && self.optional.contains(&s.id))
+            });
+            if let Some(s) = failed.filter(|_| self.from_spec) {
+                notes.push(format!(
+                    "the final record says passed, but step {} {}: the run failed",
+                    s.name, s.status
+                ));
+                status = Status::Failed;
+            }
+        }
+        if !self.conflicts.is_empty() {
+            notes.extend(self.conflicts.iter().cloned());
+            if status == Status::Passed {
+                status = Status::Failed;
+            }
+        }
         RunResult {
             name: name.to_string(),
             status,
@@ -226,9 +285,15 @@ impl Collector {
             .get(id)
             .map(|c| c.iter().map(|x| self.step_result(x, interrupted)).collect())
             .unwrap_or_default();
+        let started = a.started.len() as u32;
+        let mut reason = a.reason;
         let status = match a.status {
             Some(s) => s,
-            None if a.started > 0 && (interrupted || !self.finished()) => Status::Aborted,
+            None if started > 0 && interrupted => Status::Aborted,
+            None if started > 0 => {
+                reason.get_or_insert_with(|| "its end was never reported".into());
+                Status::Aborted
+            }
             None => Status::Skipped,
         };
         StepResult {
@@ -237,8 +302,8 @@ impl Collector {
             status,
             exit_code: a.code,
             duration_ms: if a.is_group { a.last_attempt_ms } else { a.ms },
-            attempts: a.started,
-            reason: a.reason,
+            attempts: started,
+            reason,
             steps,
         }
     }
@@ -535,12 +600,15 @@ mod tests {
         }
     }
     fn end(id: &str, status: Status, code: Option<i32>, ms: u64) -> Record {
+        end_of(id, 1, status, code, ms)
+    }
+    fn end_of(id: &str, attempt: u32, status: Status, code: Option<i32>, ms: u64) -> Record {
         Record::End {
             step: id.into(),
             status,
             code,
             ms,
-            attempt: 1,
+            attempt,
             reason: None,
         }
     }
@@ -577,7 +645,7 @@ mod tests {
             start("1.2", 1),
             end("1.2", Status::Failed, Some(1), 4),
             start("1.2", 2),
-            end("1.2", Status::Passed, Some(0), 5),
+            end_of("1.2", 2, Status::Passed, Some(0), 5),
             end("1", Status::Passed, None, 20),
             start("2", 1),
             end("2", Status::Passed, Some(1), 2),
@@ -596,6 +664,7 @@ mod tests {
                 status: Status::Passed,
                 ms: 2100,
                 last: true,
+                reason: None,
             },
         ] {
             c.on_record(&r);
@@ -642,6 +711,78 @@ mod tests {
             "no final record: failed, with a note"
         );
         assert_eq!(r.notes.len(), 1);
+    }
+
+    /// A later init prints the records of its journal's last entry again: the same records
+    /// count once; a record that says something else of the same attempt fails the run.
+    #[test]
+    fn repeated_records_count_once_and_contradictions_fail() {
+        let mut c = sample();
+        c.on_record(&start("4", 1));
+        c.on_record(&end("4", Status::Passed, Some(0), 1));
+        let r = c.result("conditions", false, None);
+        assert_eq!(r.status, Status::Passed, "{:?}", r.notes);
+        assert_eq!(r.steps[3].attempts, 1);
+        assert_eq!(r.steps[3].duration_ms, 1);
+        c.on_record(&end("4", Status::Failed, Some(1), 1));
+        let r = c.result("conditions", false, None);
+        assert_eq!(r.status, Status::Failed);
+        assert!(
+            r.notes.iter().any(|n| n.contains("reported twice")),
+            "{:?}",
+            r.notes
+        );
+    }
+
+    /// The last init's `done` follows the state it was handed; a step's own end record comes
+    /// from the init that ran it. A `passed` done over a failed step fails the run.
+    #[test]
+    fn a_passed_done_over_a_failed_step_fails() {
+        let wf = crate::workflow::parse(
+            "c.yaml",
+            "kind: TestWorkflow\nmetadata: {name: t}\nspec: {steps: [{shell: a}, {shell: b, optional: true}]}\n",
+        )
+        .unwrap();
+        let plan = crate::plan::plan(&wf, None).unwrap();
+        let run = |status_1: Status, status_2: Status| {
+            let mut c = Collector::new(Some(&plan.spec));
+            c.on_record(&start("1", 1));
+            c.on_record(&end("1", status_1, Some(0), 1));
+            c.on_record(&start("2", 1));
+            c.on_record(&end("2", status_2, Some(1), 1));
+            c.on_record(&Record::Done {
+                status: Status::Passed,
+                ms: 2,
+                last: true,
+                reason: None,
+            });
+            c.result("t", false, None)
+        };
+        assert_eq!(
+            run(Status::Passed, Status::Failed).status,
+            Status::Passed,
+            "step 2 is optional"
+        );
+        let r = run(Status::Failed, Status::Passed);
+        assert_eq!(r.status, Status::Failed);
+        assert!(
+            r.notes[0].contains("says passed, but step"),
+            "{:?}",
+            r.notes
+        );
+    }
+
+    #[test]
+    fn a_missing_final_record_is_a_failure_not_an_interrupt() {
+        let mut c = Collector::new(None);
+        c.on_record(&start("1", 1));
+        let r = c.result("x", false, None);
+        assert_eq!(r.status, Status::Failed);
+        assert_eq!(exit_code(&r, false), 1);
+        assert_eq!(
+            r.steps[0].reason.as_deref(),
+            Some("its end was never reported")
+        );
     }
 
     #[test]
