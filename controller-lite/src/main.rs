@@ -291,10 +291,11 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
                     name: wf.name.clone(),
                     annotations: Default::default(),
                     unique_volumes: false,
+                    state_key: manifest::StateKey::Secret(engine::state_key()?),
                 },
             )
             .map_err(|e| usage(format!("{}: {e}", wf.file)))?;
-            emit(&manifest::to_yaml(&objs))?;
+            emit(&objs.to_yaml())?;
             Ok(0)
         }
         Cmd::Plan { images, workflow } => {

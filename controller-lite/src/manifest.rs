@@ -35,6 +35,68 @@ pub enum Kind {
     Job,
 }
 
+/// How each container's init gets the key that authenticates the state journals it hands over
+/// (`STEPINIT_STATE_KEY`, see protocol/README.md): steps never see it, so they cannot forge
+/// what a later container's init believes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateKey {
+    /// In a Secret `NAME-state` made with the pod, referenced by each container: not in the
+    /// pod's plain fields (Kubernetes).
+    Secret(String),
+    /// In each container's environment: for a manifest that stays in stepctl's private
+    /// directory (podman).
+    Inline(String),
+}
+
+impl StateKey {
+    /// 32 random bytes as 64 hex digits.
+    pub fn random() -> std::io::Result<String> {
+        let mut b = [0u8; 32];
+        let mut got = 0;
+        while got < b.len() {
+            // SAFETY: the buffer is valid for what is left of it.
+            let n = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), b.len() - got, 0) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+                continue;
+            }
+            got += n as usize;
+        }
+        Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    }
+}
+
+/// The variable that carries the key to each init.
+pub const STATE_KEY_ENV: &str = "STEPINIT_STATE_KEY";
+
+/// What a build gives: the objects to apply, by role.
+#[derive(Debug, Clone)]
+pub struct Objects {
+    pub config_map: Value,
+    /// The Secret with the state key, when the key is one.
+    pub secret: Option<Value>,
+    /// The Pod or the Job.
+    pub workload: Value,
+}
+
+impl Objects {
+    /// In the order to apply them.
+    pub fn all(&self) -> Vec<&Value> {
+        let mut v = vec![&self.config_map];
+        v.extend(self.secret.as_ref());
+        v.push(&self.workload);
+        v
+    }
+
+    /// Multi-document YAML of all of them.
+    pub fn to_yaml(&self) -> String {
+        to_yaml(&self.all().into_iter().cloned().collect::<Vec<_>>())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub kind: Kind,
@@ -47,6 +109,7 @@ pub struct BuildOptions {
     /// Prefix the volume names with the pod name. Podman 4.3 turns emptyDir volumes into named
     /// volumes shared by every pod using the name; a per-pod name keeps runs apart.
     pub unique_volumes: bool,
+    pub state_key: StateKey,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +155,8 @@ struct Container {
     resources: Option<Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     security_context: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    env: Vec<Value>,
     volume_mounts: Vec<Value>,
 }
 
@@ -206,7 +271,7 @@ fn mounts(v: &[String; 3], extra: &[Value]) -> Vec<Value> {
 }
 
 /// The objects (ConfigMap, then Pod or Job) as JSON values.
-pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Vec<Value>, ManifestError> {
+pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Objects, ManifestError> {
     // Setup prepares each container's working directory when it is a volume it also mounts:
     // the workspace, shared by all containers (owned per the spec's users, never 0777).
     let mut spec = plan.spec.clone();
@@ -228,7 +293,15 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Vec<Value
         ],
         resources: None,
         security_context: setup_sc,
+        env: Vec::new(),
         volume_mounts: mounts(&vols, &[]),
+    };
+    let secret_name = format!("{}-state", o.name);
+    let key_env = match &o.state_key {
+        StateKey::Secret(_) => {
+            json!({"name": STATE_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": "key"}}})
+        }
+        StateKey::Inline(k) => json!({"name": STATE_KEY_ENV, "value": k}),
     };
     // A uid the pod's own securityContext (spec.pod) gives every container.
     let pod_uid = wf
@@ -271,6 +344,7 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Vec<Value
             ],
             resources: c.config.resources.clone(),
             security_context: sc,
+            env: vec![key_env.clone()],
             volume_mounts: mounts(&vols, &c.config.volume_mounts),
         });
     }
@@ -398,11 +472,28 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Vec<Value
         }
     };
     let mut cm = cm;
+    let mut secret = match &o.state_key {
+        StateKey::Secret(k) => Some(json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": secret_name, "labels": labels(&plan.name)},
+            "type": "Opaque",
+            "stringData": {"key": k},
+        })),
+        StateKey::Inline(_) => None,
+    };
     if let Some(ns) = obj["metadata"].get("namespace").cloned() {
-        // The ConfigMap must live where the pod does.
-        cm["metadata"]["namespace"] = ns;
+        // The ConfigMap and the Secret must live where the pod does.
+        cm["metadata"]["namespace"] = ns.clone();
+        if let Some(s) = &mut secret {
+            s["metadata"]["namespace"] = ns;
+        }
     }
-    Ok(vec![cm, obj])
+    Ok(Objects {
+        config_map: cm,
+        secret,
+        workload: obj,
+    })
 }
 
 fn string_map(v: &Value, path: &str) -> Result<(), ManifestError> {
@@ -468,8 +559,10 @@ mod tests {
                 name: wf.name.clone(),
                 annotations: BTreeMap::new(),
                 unique_volumes: false,
+                state_key: StateKey::Inline("00".repeat(32)),
             },
         )
+        .map(|o| o.all().into_iter().cloned().collect())
     }
 
     /// The kubelet refuses to start a `runAsNonRoot` container whose image runs as root or names
@@ -488,12 +581,14 @@ mod tests {
             name: "t".into(),
             annotations: BTreeMap::new(),
             unique_volumes: false,
+            state_key: StateKey::Secret("00".repeat(32)),
         };
         for unknown in [false, true] {
             if unknown {
                 plan.containers[0].run_as_user = None;
             }
             let objs = objects(&wf, &plan, &o).unwrap();
+            let objs = [objs.config_map, objs.workload];
             let inits = objs[1]["spec"]["initContainers"].as_array().unwrap();
             let sc = &inits[1]["securityContext"];
             assert_eq!(sc["runAsUser"], RESTRICTED_UID, "{sc}");
@@ -519,8 +614,61 @@ mod tests {
             },
         )
         .unwrap();
-        let inits = objs[1]["spec"]["initContainers"].as_array().unwrap();
+        let inits = objs.workload["spec"]["initContainers"].as_array().unwrap();
         assert_eq!(inits[1]["securityContext"], Value::Null);
+    }
+
+    /// The state key reaches every init and nothing else: from a Secret, or inline.
+    #[test]
+    fn the_state_key_reaches_each_init_only() {
+        let yaml = "kind: TestWorkflow\nmetadata: {name: t}\nspec:\n  steps:\n  - shell: a\n  - shell: b\n    container: {image: other}\n";
+        let wf = crate::workflow::parse("t.yaml", yaml).unwrap();
+        let plan = crate::plan::plan(&wf, None).unwrap();
+        let key = "ab".repeat(32);
+        for sk in [StateKey::Secret(key.clone()), StateKey::Inline(key.clone())] {
+            let o = BuildOptions {
+                kind: Kind::Pod,
+                restricted: false,
+                init_image: DEFAULT_INIT_IMAGE.into(),
+                name: "t".into(),
+                annotations: BTreeMap::new(),
+                unique_volumes: false,
+                state_key: sk.clone(),
+            };
+            let objs = objects(&wf, &plan, &o).unwrap();
+            let spec = &objs.workload["spec"];
+            let groups = [&spec["initContainers"][1], &spec["containers"][0]];
+            for c in groups {
+                let env = &c["env"][0];
+                assert_eq!(env["name"], STATE_KEY_ENV);
+                match &sk {
+                    StateKey::Secret(_) => {
+                        assert_eq!(env["valueFrom"]["secretKeyRef"]["name"], "t-state");
+                        assert_eq!(env.get("value"), None);
+                    }
+                    StateKey::Inline(_) => assert_eq!(env["value"], key.as_str()),
+                }
+            }
+            assert_eq!(
+                spec["initContainers"][0]["env"],
+                Value::Null,
+                "setup needs no key"
+            );
+            let all = objs.to_yaml();
+            match &sk {
+                StateKey::Secret(_) => {
+                    assert_eq!(all.matches(key.as_str()).count(), 1, "only in the Secret");
+                    assert_eq!(
+                        objs.secret.as_ref().unwrap()["stringData"]["key"],
+                        key.as_str()
+                    );
+                }
+                StateKey::Inline(_) => assert!(objs.secret.is_none()),
+            }
+            // The spec the ConfigMap carries never has it.
+            assert!(!objs.config_map.to_string().contains(&key));
+        }
+        assert_ne!(StateKey::random().unwrap(), StateKey::random().unwrap());
     }
 
     #[test]

@@ -60,7 +60,21 @@ fn build(workflow: &Path, extra: &[&str]) -> String {
         workflow.display(),
         String::from_utf8_lossy(&o.stderr)
     );
-    String::from_utf8(o.stdout).expect("UTF-8 YAML")
+    let yaml = String::from_utf8(o.stdout).expect("UTF-8 YAML");
+    // Each build has a state key of its own (random): one line, under the Secret's stringData.
+    let keys: Vec<&str> = yaml.lines().filter(|l| l.starts_with("  key: ")).collect();
+    assert_eq!(keys.len(), 1, "one state key in\n{yaml}");
+    let key = &keys[0]["  key: ".len()..];
+    assert!(
+        key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{key}"
+    );
+    assert_eq!(
+        yaml.matches(key).count(),
+        1,
+        "the key is only in the Secret"
+    );
+    yaml.replace(key, "<random state key>")
 }
 
 #[test]
@@ -112,10 +126,10 @@ fn manifests_pass_kubernetes_validate() {
             String::from_utf8_lossy(&o.stderr)
         );
         assert!(o.status.success(), "{golden} is invalid:\n{text}");
-        // Every object was checked (a ConfigMap and a Pod or Job), none skipped.
+        // Every object was checked (a ConfigMap, a Secret and a Pod or Job), none skipped.
         assert_eq!(
             text.matches("passed for resource").count(),
-            2,
+            3,
             "{golden}:\n{text}"
         );
     }

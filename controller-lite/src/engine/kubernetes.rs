@@ -133,12 +133,15 @@ pub fn run(wf: &Workflow, plan: &Plan, opts: &RunOptions, signal_pipe: OwnedFd) 
     let m = write_manifests(
         wf,
         plan,
-        &opts.build_options(manifest::Kind::Job, &job),
+        &opts.build_options(
+            manifest::Kind::Job,
+            &job,
+            manifest::StateKey::Secret(super::state_key()?),
+        ),
         opts.keep,
         "job.yaml",
     )?;
-    // objects() gives the ConfigMap, then the Job.
-    if let Some(ns) = m.objects[1]["metadata"]["namespace"].as_str() {
+    if let Some(ns) = m.objects.workload["metadata"]["namespace"].as_str() {
         let _ = NAMESPACE.set(ns.to_string());
     }
     let yaml = &m.path;

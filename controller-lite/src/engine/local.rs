@@ -146,6 +146,8 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Outcome {
             )));
         }
     }
+    // The key of the state journals: the inits alone have it (steps never see it).
+    let key = super::state_key()?;
     let sink = make_sink(Collector::new(Some(&plan.spec)), opts.format);
     let started = Instant::now();
     let mut notes = Vec::new();
@@ -163,6 +165,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Outcome {
             .arg(&state)
             .arg("--termination-log")
             .arg(tmp.path.join(format!("termination-{group}")))
+            .env(manifest::STATE_KEY_ENV, &key)
             .current_dir(&ws)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -7,12 +7,13 @@ pub mod local;
 pub mod podman;
 
 use crate::follow::{pump, Sink, Stream, Timestamps};
-use crate::manifest::{self, BuildOptions};
+use crate::manifest::{self, BuildOptions, Objects, StateKey};
 use crate::plan::Plan;
 use crate::report::{Collector, Format, Live, RunResult};
 use crate::workflow::Workflow;
 use std::ffi::CString;
 use std::io::{IsTerminal, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Mutex};
@@ -31,8 +32,8 @@ pub struct RunOptions {
 
 impl RunOptions {
     /// The manifest options of a pod engine's run named `name`: no extra annotations, volume
-    /// names as the workflow gives them.
-    pub fn build_options(&self, kind: manifest::Kind, name: &str) -> BuildOptions {
+    /// names as the workflow gives them, the state key as `key` says.
+    pub fn build_options(&self, kind: manifest::Kind, name: &str, key: StateKey) -> BuildOptions {
         BuildOptions {
             kind,
             restricted: self.restricted,
@@ -40,6 +41,7 @@ impl RunOptions {
             name: name.to_string(),
             annotations: Default::default(),
             unique_volumes: false,
+            state_key: key,
         }
     }
 }
@@ -161,6 +163,11 @@ pub fn collect(
     r
 }
 
+/// A fresh state key for a run.
+pub fn state_key() -> Result<String, EngineError> {
+    StateKey::random().map_err(|e| EngineError::new(format!("cannot make a random key: {e}")))
+}
+
 /// A unique name for a run's pod or Job: the workflow's name (cut to keep the result a DNS
 /// label, as Job names must be) and a random suffix.
 pub fn run_name(workflow: &str) -> String {
@@ -215,7 +222,7 @@ impl Drop for TempDir {
 /// What a pod engine applies: the manifests built with `o`, written as `file` into a temporary
 /// directory of the run (kept with `--keep`, so the user can see what ran).
 pub struct Manifests {
-    pub objects: Vec<serde_json::Value>,
+    pub objects: Objects,
     pub dir: TempDir,
     pub path: PathBuf,
 }
@@ -237,7 +244,13 @@ pub fn write_manifests(
         .map_err(|e| EngineError::new(format!("cannot create a temporary directory: {e}")))?;
     dir.keep = keep;
     let path = dir.path.join(file);
-    std::fs::write(&path, manifest::to_yaml(&objects))
+    // Private: it may carry the state key (podman).
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, objects.to_yaml().as_bytes()))
         .map_err(|e| EngineError::new(format!("cannot write the manifest: {e}")))?;
     Ok(Manifests { objects, dir, path })
 }

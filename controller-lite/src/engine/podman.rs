@@ -171,7 +171,11 @@ pub fn run(wf: &Workflow, plan: &Plan, opts: &RunOptions, signal_pipe: OwnedFd) 
                 "always".to_string(),
             )]),
             unique_volumes: true,
-            ..opts.build_options(manifest::Kind::Pod, &pod)
+            ..opts.build_options(
+                manifest::Kind::Pod,
+                &pod,
+                manifest::StateKey::Inline(super::state_key()?),
+            )
         },
         opts.keep,
         "pod.yaml",

@@ -30,6 +30,23 @@ pub const SPEC_DIR: &str = "/spec";
 /// The state directory passed as `--state`.
 pub const STATE_DIR: &str = "/stepinit/state";
 
+/// The variable that carries the state journals' key to each init.
+pub const STATE_KEY_ENV: &str = "STEPINIT_STATE_KEY";
+
+/// The key that tests/podman/example-pod.yaml shows (tests use a fresh one).
+pub const EXAMPLE_KEY: &str = "5eb63bbbe01eeed093cb22bb8f5acdc35eb63bbbe01eeed093cb22bb8f5acdc3";
+
+/// 32 random bytes as 64 hex digits: a state key.
+pub fn random_key() -> String {
+    let mut b = [0u8; 32];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").expect("/dev/urandom"),
+        &mut b,
+    )
+    .expect("random bytes");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// The repository's root directory.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -503,6 +520,8 @@ impl Pod {
             json!({"name": workspace, "emptyDir": {}}),
             json!({"name": "spec", "configMap": {"name": format!("{name}-spec")}}),
         ];
+        // Each pod's inits share a key of their own for the state journals (steps never see it).
+        let key = random_key();
         let mut ctr_json = |c: &Ctr| -> Value {
             let term = dir.join(format!("term-{}", c.name));
             std::fs::write(&term, b"").expect("termination log file");
@@ -525,6 +544,7 @@ impl Pod {
                     {"name": "spec", "mountPath": SPEC_DIR, "readOnly": true},
                     {"name": vol, "mountPath": "/dev/termination-log"},
                 ],
+                "env": [{"name": STATE_KEY_ENV, "value": key}],
             });
             if let Some((u, g)) = c.user {
                 v["securityContext"] = json!({"runAsUser": u, "runAsGroup": g});
@@ -589,7 +609,15 @@ impl Pod {
             "{} never says {prefix}",
             path.display()
         );
-        let yaml = text.replace(prefix, &name);
+        // A key of its own too, in place of the file's example one.
+        assert!(
+            text.contains(EXAMPLE_KEY),
+            "{} has no example key",
+            path.display()
+        );
+        let yaml = text
+            .replace(prefix, &name)
+            .replace(EXAMPLE_KEY, &random_key());
         let yaml_path = dir.join("pod.yaml");
         std::fs::write(&yaml_path, &yaml).expect("write pod yaml");
         Pod {
