@@ -140,10 +140,19 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Steps of the local engine run as our user: they must not read our memory or open our
+    // fds through /proc (the pipes that carry the records, the state key).
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    // The embedded init: `stepctl __init ARGS` is `init ARGS` (the local engine's containers).
+    // The embedded init: `stepctl __init ARGS` is `init ARGS` (the local engine's containers),
+    // `__init-ns ARGS` the same as PID 1 of its own pid namespace.
     if args.get(1).is_some_and(|a| a == "__init") {
         let code = stepinit::cli_main(args[2..].to_vec());
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    if args.get(1).is_some_and(|a| a == engine::sandbox::LAUNCHER) {
+        let code = engine::sandbox::launcher_main(args[2..].to_vec());
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
     let cli = Cli::parse();

@@ -17,7 +17,7 @@
 //! are honoured when stepctl runs as root (the init switches user per step), and ignored with a
 //! warning otherwise.
 
-use super::{collect, make_sink, relay, EngineError, Outcome, RunOptions, TempDir};
+use super::{collect, make_sink, relay, sandbox, EngineError, Outcome, RunOptions, TempDir};
 use crate::manifest;
 use crate::plan::Plan;
 use crate::report::Collector;
@@ -78,13 +78,39 @@ pub fn local_spec(plan: &Plan, workspace: &Path, as_root: bool) -> (Spec, Vec<St
 /// ([`manifest::WORKSPACE_DIR`], `/data`) is the workspace itself; other absolute paths are
 /// placed inside the workspace; relative ones stay relative (to the workspace, the init's cwd).
 pub fn place(wd: &str, ws: &Path) -> String {
-    let p = Path::new(wd);
+    // `..` resolved first, as in a pod's root (`/data/../../..` is `/`): never out of the
+    // workspace.
+    let normal = normalize(wd);
+    let p = Path::new(&normal);
     if let Ok(rest) = p.strip_prefix(manifest::WORKSPACE_DIR) {
         return ws.join(rest).display().to_string();
     }
-    match wd.strip_prefix('/') {
+    match normal.strip_prefix('/') {
         Some(rel) => ws.join(rel).display().to_string(),
-        None => wd.to_string(),
+        None => normal,
+    }
+}
+
+/// `wd` with `.` and `..` resolved by its text (an absolute path stops at `/`; a relative one
+/// at the workspace, its base).
+fn normalize(wd: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in wd.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    let joined = parts.join("/");
+    if wd.starts_with('/') {
+        format!("/{joined}")
+    } else if joined.is_empty() {
+        ".".into()
+    } else {
+        joined
     }
 }
 
@@ -97,6 +123,9 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Outcome {
     let io = |what: &str, e: std::io::Error| EngineError::new(format!("{what}: {e}"));
     std::fs::create_dir(&ws).map_err(|e| io("cannot create the workspace", e))?;
     std::fs::create_dir(&state).map_err(|e| io("cannot create the state directory", e))?;
+    // Where the init makes a HOME for a step that has none it can write (as in a pod).
+    std::fs::create_dir(tmp.path.join("home"))
+        .map_err(|e| io("cannot create the home directory", e))?;
     // Steps running as another user must reach their working directories in the workspace.
     for d in [&tmp.path, &ws] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
@@ -151,36 +180,43 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Outcome {
     let sink = make_sink(Collector::new(Some(&plan.spec)), opts.format);
     let started = Instant::now();
     let mut notes = Vec::new();
+    let mut namespaces = sandbox::Namespaces::Untried;
     for group in 0..spec.container_count() {
         if signals::interrupted() {
             break;
         }
-        let mut cmd = Command::new(&exe);
-        cmd.arg("__init")
-            .arg("run")
-            .arg(&spec_path)
-            .arg("--group")
-            .arg(group.to_string())
-            .arg("--state")
-            .arg(&state)
-            .arg("--termination-log")
-            .arg(tmp.path.join(format!("termination-{group}")))
-            .env(manifest::STATE_KEY_ENV, &key)
-            .current_dir(&ws)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group: a terminal's Ctrl-C reaches stepctl only, which forwards
-            // it once; the init stops the running step and records it aborted.
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe; the init stops its step if stepctl dies.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(|e| io("cannot start the init", e))?;
+        let make = |sub: &str| {
+            let mut cmd = Command::new(&exe);
+            cmd.arg(sub)
+                .arg("run")
+                .arg(&spec_path)
+                .arg("--group")
+                .arg(group.to_string())
+                .arg("--state")
+                .arg(&state)
+                .arg("--termination-log")
+                .arg(tmp.path.join(format!("termination-{group}")))
+                .env(manifest::STATE_KEY_ENV, &key)
+                .current_dir(&ws)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                // Its own process group: a terminal's Ctrl-C reaches stepctl only, which
+                // forwards it once; the init stops the running step and records it aborted.
+                .process_group(0);
+            // SAFETY: prctl is async-signal-safe; the init stops its step if stepctl dies.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+            cmd
+        };
+        // PID 1 of its own pid namespace, as in a pod: no step can stop or kill it, and
+        // nothing a step starts outlives it.
+        let child = sandbox::run_isolated(&mut namespaces, as_root, make)
+            .map_err(|e| io("cannot start the init", e))?;
         signals::set_child(child.id() as i32);
         if signals::interrupted() {
             // The signal came between spawn and set_child.
@@ -222,5 +258,10 @@ mod tests {
         assert_eq!(place("/database", ws), "/tmp/w/database");
         assert_eq!(place("/src", ws), "/tmp/w/src");
         assert_eq!(place("rel/dir", ws), "rel/dir");
+        // `..` never leads out of the workspace.
+        assert_eq!(place("/data/../../..", ws), "/tmp/w/");
+        assert_eq!(place("/data/x/../../../etc", ws), "/tmp/w/etc");
+        assert_eq!(place("../../etc", ws), "etc");
+        assert_eq!(place("a/./b/..", ws), "a");
     }
 }

@@ -5,6 +5,7 @@
 pub mod kubernetes;
 pub mod local;
 pub mod podman;
+pub mod sandbox;
 
 use crate::follow::{pump, Sink, Stream, Timestamps};
 use crate::manifest::{self, BuildOptions, Objects, StateKey};
