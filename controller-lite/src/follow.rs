@@ -350,6 +350,10 @@ pub struct StreamDecoder {
     stream: Stream,
     strip: Stripper,
     dec: Decoder,
+    /// Bytes fed so far (a follower that stopped early is resumed from here).
+    pub fed: u64,
+    /// Whether a `done` record came through: this stream's init ran to its end.
+    pub done_seen: bool,
 }
 
 impl StreamDecoder {
@@ -358,6 +362,8 @@ impl StreamDecoder {
             stream,
             strip: Stripper::new(ts),
             dec: Decoder::new(),
+            fed: 0,
+            done_seen: false,
         }
     }
 
@@ -365,8 +371,15 @@ impl StreamDecoder {
         let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
         let stream = self.stream;
         let dec = &mut self.dec;
+        let done = &mut self.done_seen;
+        self.fed += data.len() as u64;
         self.strip.feed(data, &mut |kept| {
-            dec.feed(kept, &mut |e| g.event(stream, e));
+            dec.feed(kept, &mut |e| {
+                if let Event::Record(stepinit_protocol::Record::Done { .. }) = &e {
+                    *done = true;
+                }
+                g.event(stream, e)
+            });
         });
     }
 
@@ -382,15 +395,86 @@ impl StreamDecoder {
     }
 }
 
+/// Splits CRI log lines (`TIMESTAMP STREAM P|F CONTENT`, as podman's k8s-file driver and the
+/// kubelet write a container's output to its log file) back into each stream's bytes: a full
+/// line (F) is its content and the newline, a partial one (P) its content alone. Memory stays
+/// bounded: only an incomplete last line is kept between reads.
+#[derive(Debug, Default)]
+pub struct CriReader {
+    pending: Vec<u8>,
+}
+
+/// A CRI line longer than this is not one (conmon splits content at 8 KiB): passed on whole.
+const MAX_CRI_LINE: usize = 1 << 20;
+
+impl CriReader {
+    pub fn feed(&mut self, mut data: &[u8], out: &mut impl FnMut(Stream, &[u8])) {
+        if !self.pending.is_empty() {
+            match data.iter().position(|&b| b == b'\n') {
+                None if self.pending.len() + data.len() <= MAX_CRI_LINE => {
+                    self.pending.extend_from_slice(data);
+                    return;
+                }
+                None => {
+                    self.pending.extend_from_slice(data);
+                    out(Stream::Stdout, &std::mem::take(&mut self.pending));
+                    return;
+                }
+                Some(i) => {
+                    self.pending.extend_from_slice(&data[..=i]);
+                    data = &data[i + 1..];
+                    let line = std::mem::take(&mut self.pending);
+                    cri_line(&line, out);
+                }
+            }
+        }
+        while let Some(i) = data.iter().position(|&b| b == b'\n') {
+            cri_line(&data[..=i], out);
+            data = &data[i + 1..];
+        }
+        self.pending.extend_from_slice(data);
+    }
+}
+
+/// One line with its newline.
+fn cri_line(line: &[u8], out: &mut impl FnMut(Stream, &[u8])) {
+    let mut fields = line.splitn(4, |&b| b == b' ');
+    let (_ts, stream, tag) = (fields.next(), fields.next(), fields.next());
+    let rest = fields.next().unwrap_or(b"\n");
+    let stream = match stream {
+        Some(b"stderr") => Stream::Stderr,
+        _ => Stream::Stdout,
+    };
+    match tag {
+        Some(b"P") => out(stream, &rest[..rest.len() - 1]),
+        Some(b"F") => out(stream, rest),
+        // Not a CRI line (a tag of its own without content: "TS stdout F\n" is an empty line).
+        Some(t) if t.ends_with(b"\n") => out(stream, b"\n"),
+        _ => out(Stream::Stdout, line),
+    }
+}
+
 /// Reads `r` to its end, decoding as `stream`. Returns when the stream ends.
-pub fn pump(mut r: impl Read, stream: Stream, ts: Timestamps, sink: &Mutex<Sink>) {
+pub fn pump(r: impl Read, stream: Stream, ts: Timestamps, sink: &Mutex<Sink>) {
     let mut d = StreamDecoder::new(stream, ts);
+    pump_into(r, &mut d, 0, sink);
+    d.finish(sink);
+}
+
+/// Reads `r` to its end into `d`, the first `skip` bytes dropped (what `d` already had from an
+/// earlier read of the same log).
+pub fn pump_into(mut r: impl Read, d: &mut StreamDecoder, mut skip: u64, sink: &Mutex<Sink>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match r.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                d.feed(&buf[..n], sink);
+                let drop = skip.min(n as u64) as usize;
+                skip -= drop as u64;
+                if drop == n {
+                    continue;
+                }
+                d.feed(&buf[drop..n], sink);
                 // Live output: the steps' bytes reach the terminal as they come.
                 let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
                 g.flush();
@@ -399,7 +483,6 @@ pub fn pump(mut r: impl Read, stream: Stream, ts: Timestamps, sink: &Mutex<Sink>
             Err(_) => break,
         }
     }
-    d.finish(sink);
 }
 
 #[cfg(test)]
@@ -414,6 +497,30 @@ mod tests {
         }
         s.finish(&mut |b| out.extend_from_slice(b));
         out
+    }
+
+    #[test]
+    fn cri_lines_give_back_each_streams_bytes_in_any_chunking() {
+        let log = b"2026-01-01T00:00:00.1+00:00 stdout P abc\n\
+2026-01-01T00:00:00.2+00:00 stdout F def\n\
+2026-01-01T00:00:00.2+00:00 stderr F err \x1e bytes\n\
+2026-01-01T00:00:00.3+00:00 stdout F \n\
+2026-01-01T00:00:00.3+00:00 stdout F\n\
+2026-01-01T00:00:00.4+00:00 stdout P tail";
+        for chunk in [1, 2, 7, 40, 1000] {
+            let mut r = CriReader::default();
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            for c in log.chunks(chunk) {
+                r.feed(c, &mut |s, b| match s {
+                    Stream::Stdout => out.extend_from_slice(b),
+                    Stream::Stderr => err.extend_from_slice(b),
+                });
+            }
+            assert_eq!(out, b"abcdef\n\n\n", "chunk {chunk}");
+            assert_eq!(err, b"err \x1e bytes\n", "chunk {chunk}");
+            // The incomplete last line waits for its end.
+            assert_eq!(r.pending, b"2026-01-01T00:00:00.4+00:00 stdout P tail");
+        }
     }
 
     #[test]

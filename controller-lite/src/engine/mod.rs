@@ -7,7 +7,7 @@ pub mod local;
 pub mod podman;
 pub mod sandbox;
 
-use crate::follow::{pump, Sink, Stream, Timestamps};
+use crate::follow::{pump, pump_into, Sink, Stream, StreamDecoder, Timestamps};
 use crate::manifest::{self, BuildOptions, Objects, StateKey};
 use crate::plan::Plan;
 use crate::report::{Collector, Format, Live, RunResult};
@@ -144,6 +144,36 @@ pub fn relay(mut child: Child, sink: &Arc<Mutex<Sink>>) -> std::io::Result<ExitS
         let _ = t.join();
     }
     status
+}
+
+/// Like [`relay`], into decoders that outlive it (a log read again from where an earlier read
+/// stopped), the first `skip[i]` bytes of stream i dropped; returns the child's exit status.
+pub fn relay_into(
+    mut child: Child,
+    decoders: &mut [StreamDecoder; 2],
+    skip: [u64; 2],
+    sink: &Arc<Mutex<Sink>>,
+) -> std::io::Result<ExitStatus> {
+    let [out, err] = decoders;
+    let readers: [Option<Box<dyn Read + Send>>; 2] = [
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    ];
+    let [r_out, r_err] = readers;
+    std::thread::scope(|s| {
+        for (r, d, skip) in [(r_out, out, skip[0]), (r_err, err, skip[1])] {
+            if let Some(r) = r {
+                s.spawn(move || pump_into(r, d, skip, sink));
+            }
+        }
+    });
+    child.wait()
 }
 
 /// The run's result from what the sink collected: the status line erased, the output flushed,

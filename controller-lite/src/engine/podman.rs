@@ -7,9 +7,9 @@
 //! `tests/podman/containers.conf`.
 
 use super::{
-    collect, make_sink, relay, run_name, write_manifests, EngineError, Outcome, RunOptions,
+    collect, make_sink, relay_into, run_name, write_manifests, EngineError, Outcome, RunOptions,
 };
-use crate::follow::Sink;
+use crate::follow::{Sink, Stream, StreamDecoder, Timestamps};
 use crate::manifest::{self, BuildOptions, SETUP_NAME};
 use crate::plan::Plan;
 use crate::report::Collector;
@@ -78,17 +78,105 @@ fn state(name: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
-/// Follows `podman logs -f NAME` into the sink until the container's output ends.
-/// On an exited container `-f` returns at once; on a running one it follows it to its end.
-/// podman keeps the container's stdout and stderr apart, so each is decoded on its own.
+/// Follows container `name`'s output into the sink until it ends, each stream decoded on its
+/// own.
+///
+/// podman 4.3's `logs -f` is not a faithful copy of a large log: of 50 MiB it gave 11, with a
+/// piece from the middle missing. So where podman keeps the log as a file (its k8s-file driver,
+/// the CRI format the kubelet writes too), stepctl reads the file itself, as it grows, until the
+/// container has exited and its init's `done` came (or the file stopped growing). Other log
+/// drivers go through `podman logs -f`.
 pub fn follow_logs(name: &str, sink: &Arc<Mutex<Sink>>) -> Result<(), EngineError> {
-    let child = podman()
-        .args(["logs", "-f", name])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let mut d = [
+        StreamDecoder::new(Stream::Stdout, Timestamps::Off),
+        StreamDecoder::new(Stream::Stderr, Timestamps::Off),
+    ];
+    match log_file(name).and_then(|p| std::fs::File::open(p).ok()) {
+        Some(f) => follow_file(f, name, &mut d, sink)?,
+        None => {
+            let child = podman()
+                .args(["logs", "-f", name])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| EngineError::new(format!("cannot run podman logs: {e}")))?;
+            let _ = relay_into(child, &mut d, [0, 0], sink);
+        }
+    }
+    for x in &mut d {
+        x.finish(sink);
+    }
+    Ok(())
+}
+
+/// The container's log file, when podman writes one (the k8s-file driver).
+fn log_file(name: &str) -> Option<std::path::PathBuf> {
+    let o = podman()
+        .args([
+            "container",
+            "inspect",
+            "--format",
+            "{{.HostConfig.LogConfig.Type}}\t{{.HostConfig.LogConfig.Path}}",
+            name,
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    match text.trim_end().split_once('\t') {
+        Some(("k8s-file", path)) if !path.is_empty() => Some(path.into()),
+        _ => None,
+    }
+}
+
+/// Reads a CRI log file as it grows (see [`follow_logs`]).
+fn follow_file(
+    mut f: std::fs::File,
+    name: &str,
+    d: &mut [StreamDecoder; 2],
+    sink: &Arc<Mutex<Sink>>,
+) -> Result<(), EngineError> {
+    // `podman wait` returns when the container has exited (at once if it has).
+    let exited = Arc::new(AtomicBool::new(false));
+    let flag = exited.clone();
+    let mut wait = podman()
+        .args(["wait", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| EngineError::new(format!("cannot run podman logs: {e}")))?;
-    let _ = relay(child, sink);
+        .map_err(|e| EngineError::new(format!("cannot run podman wait: {e}")))?;
+    let waiter = std::thread::spawn(move || {
+        let _ = wait.wait();
+        flag.store(true, Ordering::SeqCst);
+    });
+    let mut cri = crate::follow::CriReader::default();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut delay = Duration::from_millis(5);
+    let mut quiet_since: Option<Instant> = None;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| EngineError::new(format!("cannot read the log of {name}: {e}")))?;
+        if n > 0 {
+            cri.feed(&buf[..n], &mut |stream, bytes| {
+                d[stream as usize].feed(bytes, sink);
+            });
+            sink.lock().unwrap_or_else(|p| p.into_inner()).flush();
+            delay = Duration::from_millis(5);
+            quiet_since = None;
+            continue;
+        }
+        if exited.load(Ordering::SeqCst) {
+            // conmon may still be writing what the container printed last.
+            let quiet = quiet_since.get_or_insert_with(Instant::now);
+            if d[0].done_seen || quiet.elapsed() > Duration::from_millis(500) {
+                break;
+            }
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+    let _ = waiter.join();
     Ok(())
 }
 
