@@ -276,7 +276,13 @@ const IGNORED_STEP: &[&str] = &["description"];
 struct Parser {
     file: String,
     warnings: Vec<String>,
+    /// Steps seen so far (all levels): at most [`MAX_STEPS`].
+    steps_seen: usize,
 }
+
+/// The most steps (all levels together) a workflow may have: memory and the planner's time
+/// stay bounded whatever a file holds.
+pub const MAX_STEPS: usize = 20_000;
 
 type R<T> = Result<T, WorkflowError>;
 
@@ -285,7 +291,10 @@ pub fn parse(file: &str, text: &str) -> R<Workflow> {
     let mut p = Parser {
         file: file.to_string(),
         warnings: Vec::new(),
+        steps_seen: 0,
     };
+    // The YAML parser's cost grows with the square of the nesting: bounded first, in one pass.
+    crate::yamlscan::check(text).map_err(|what| p.err("", what))?;
     let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
         p.err(
             "",
@@ -311,10 +320,21 @@ pub fn load(path: &std::path::Path) -> R<Workflow> {
     } else {
         path.display().to_string()
     };
+    // At most one byte more than a workflow may have (the check in parse says it is too big),
+    // and never a FIFO that would block: only what a regular file or a pipe gives.
+    let limit = crate::yamlscan::MAX_BYTES as u64 + 1;
     let read = if stdin {
-        std::io::read_to_string(std::io::stdin().lock())
+        let mut s = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(std::io::stdin().lock(), limit),
+            &mut s,
+        )
+        .map(|_| s)
     } else {
-        std::fs::read_to_string(path)
+        std::fs::File::open(path).and_then(|f| {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::Read::take(f, limit), &mut s).map(|_| s)
+        })
     };
     let text = read.map_err(|e| WorkflowError {
         file: file.clone(),
@@ -610,6 +630,10 @@ impl Parser {
     }
 
     fn step(&mut self, v: &Value, path: &str) -> R<Step> {
+        self.steps_seen += 1;
+        if self.steps_seen > MAX_STEPS {
+            return Err(self.err(path, format!("more than {MAX_STEPS} steps in one workflow")));
+        }
         let m = self.object(v, path, STEP_FIELDS, IGNORED_STEP)?;
         let mut st = Step {
             path: path.to_string(),
