@@ -157,20 +157,70 @@ pub struct Walk {
 /// Most symlinks one walk follows (the kernel's limit is 40).
 const MAX_LINKS: usize = 40;
 
+/// Why a [`Walk`] stopped, at which component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalkError {
+    pub at: PathBuf,
+    pub kind: WalkFailure,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalkFailure {
+    /// It does not exist (and the walk creates nothing).
+    Missing,
+    /// A symlink owned by this uid, neither root nor the walk's owner.
+    UntrustedLink(u32),
+    NotADirectory,
+    TooManyLinks,
+    Os(Errno),
+}
+
+impl std::fmt::Display for WalkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = self.at.display();
+        match &self.kind {
+            WalkFailure::Missing => write!(f, "{at}: {}", Errno(libc::ENOENT)),
+            WalkFailure::UntrustedLink(uid) => write!(
+                f,
+                "{at}: a symlink owned by uid {uid}, neither root nor the step's user: not followed"
+            ),
+            WalkFailure::NotADirectory => write!(f, "{at}: not a directory"),
+            WalkFailure::TooManyLinks => write!(f, "{at}: too many symlinks"),
+            WalkFailure::Os(e) => write!(f, "{at}: {e}"),
+        }
+    }
+}
+
 impl Walk {
     /// Opens directory `path` (relative paths: from the current directory) as an `O_PATH` fd
     /// (enough to `fchdir` into and to create in). The error names the component that failed.
-    pub fn open(&self, path: &Path) -> Result<Fd, String> {
+    pub fn open(&self, path: &Path) -> Result<Fd, WalkError> {
+        let fail = |at: &Path, kind| WalkError {
+            at: at.to_path_buf(),
+            kind,
+        };
         let mut links = 0;
         let start = if path.is_absolute() { "/" } else { "." };
-        // O_PATH: walking through a directory needs its x bit only (`home` is 0711).
-        let mut dir = open_at(
-            libc::AT_FDCWD,
-            Path::new(start),
-            libc::O_PATH | libc::O_DIRECTORY,
-            0,
-        )
-        .map_err(|e| format!("{start}: {e}"))?;
+        let root = || {
+            // O_PATH: walking through a directory needs its x bit only (`home` is 0711).
+            open_at(
+                libc::AT_FDCWD,
+                Path::new("/"),
+                libc::O_PATH | libc::O_DIRECTORY,
+                0,
+            )
+            .map_err(|e| fail(Path::new("/"), WalkFailure::Os(e)))
+        };
+        let mut dir = match start {
+            "/" => root()?,
+            _ => open_at(
+                libc::AT_FDCWD,
+                Path::new("."),
+                libc::O_PATH | libc::O_DIRECTORY,
+                0,
+            )
+            .map_err(|e| fail(Path::new("."), WalkFailure::Os(e)))?,
+        };
         // Components still to walk, last first.
         let mut todo: Vec<PathBuf> = components(path);
         todo.reverse();
@@ -179,7 +229,7 @@ impl Walk {
         let mut creations = 0;
         while let Some(name) = todo.pop() {
             let at = walked.join(&name);
-            let c = cpath(&name).map_err(|e| format!("{}: {e}", at.display()))?;
+            let c = cpath(&name).map_err(|e| fail(&at, WalkFailure::Os(e)))?;
             match open_at(
                 dir.0,
                 &name,
@@ -196,11 +246,7 @@ impl Walk {
                     let r =
                         unsafe { libc::mkdirat(dir.0, c.as_ptr(), self.create.unwrap_or(0o755)) };
                     if r != 0 && Errno::last().0 != libc::EEXIST {
-                        return Err(format!(
-                            "{}: cannot create: {}",
-                            at.display(),
-                            Errno::last()
-                        ));
+                        return Err(fail(&at, WalkFailure::Os(Errno::last())));
                     }
                     // Walk into it (again, should it have been swapped meanwhile).
                     todo.push(name);
@@ -208,39 +254,30 @@ impl Walk {
                         self.chown_new(dir.0, &c);
                     }
                 }
+                Err(Errno(libc::ENOENT)) => return Err(fail(&at, WalkFailure::Missing)),
                 Err(Errno(libc::ELOOP)) | Err(Errno(libc::ENOTDIR)) => {
-                    let st = lstat_at(dir.0, &c).map_err(|e| format!("{}: {e}", at.display()))?;
+                    let st = lstat_at(dir.0, &c).map_err(|e| fail(&at, WalkFailure::Os(e)))?;
                     if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
-                        return Err(format!("{}: not a directory", at.display()));
+                        return Err(fail(&at, WalkFailure::NotADirectory));
                     }
                     if st.st_uid != 0 && st.st_uid != self.owner.uid {
-                        return Err(format!(
-                            "{}: a symlink owned by uid {}, neither root nor the step's user: not followed",
-                            at.display(),
-                            st.st_uid
-                        ));
+                        return Err(fail(&at, WalkFailure::UntrustedLink(st.st_uid)));
                     }
                     links += 1;
                     if links > MAX_LINKS {
-                        return Err(format!("{}: too many symlinks", at.display()));
+                        return Err(fail(&at, WalkFailure::TooManyLinks));
                     }
                     let target =
-                        read_link_at(dir.0, &c).map_err(|e| format!("{}: {e}", at.display()))?;
+                        read_link_at(dir.0, &c).map_err(|e| fail(&at, WalkFailure::Os(e)))?;
                     let mut more = components(&target);
                     more.reverse();
                     todo.extend(more);
                     if target.is_absolute() {
-                        dir = open_at(
-                            libc::AT_FDCWD,
-                            Path::new("/"),
-                            libc::O_PATH | libc::O_DIRECTORY,
-                            0,
-                        )
-                        .map_err(|e| format!("/: {e}"))?;
+                        dir = root()?;
                         walked = PathBuf::from("/");
                     }
                 }
-                Err(e) => return Err(format!("{}: {e}", at.display())),
+                Err(e) => return Err(fail(&at, WalkFailure::Os(e))),
             }
         }
         Ok(dir)
@@ -377,13 +414,22 @@ mod tests {
                 create: Some(0o755),
             };
             let e = other.open(&l.join("evil")).unwrap_err();
-            assert!(e.contains("owned by uid 4242"), "{e}");
+            assert_eq!(e.kind, WalkFailure::UntrustedLink(4242));
+            assert!(e.to_string().contains("owned by uid 4242"), "{e}");
             assert!(!Path::new("/etc/evil").exists());
         }
         // A file in the way is not a directory.
         std::fs::write(d.join("file"), b"").unwrap();
         let e = w.open(&d.join("file/x")).unwrap_err();
-        assert!(e.ends_with("not a directory"), "{e}");
+        assert_eq!(e.kind, WalkFailure::NotADirectory);
+        let missing = Walk {
+            owner: me,
+            create: None,
+        };
+        assert_eq!(
+            missing.open(&d.join("nope/x")).unwrap_err().kind,
+            WalkFailure::Missing
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -11,6 +11,7 @@
 //! through a planted symlink) and renamed into place, so a reader sees the old file or the whole
 //! new one. Directories are opened with O_NOFOLLOW|O_DIRECTORY and changed through their fd.
 
+use crate::fs::{Owner, Walk, WalkError, WalkFailure};
 use crate::run::{load_spec, EXIT_BAD_SPEC, EXIT_STATE};
 use crate::sys::{self, Errno};
 use crate::wrap::usage_error;
@@ -441,6 +442,11 @@ fn setup(dir: &Path, spec_path: Option<&Path>, spec: Option<&Spec>) -> Result<()
     Ok(())
 }
 
+/// A container's working directory that setup sees (a volume mounted here too) gets the shared
+/// access. Its parents are walked without following a symlink that root did not make (a link
+/// planted in the volume by a step of an earlier run of the pod would have had setup create and
+/// chown a directory outside it); a path that does not exist here belongs to an image: left
+/// alone.
 fn prepare_working_dir(w: &Path, access: &Access) -> Result<(), String> {
     if !w.is_absolute()
         || ["/", "/proc", "/sys", "/dev", "/etc"]
@@ -449,18 +455,29 @@ fn prepare_working_dir(w: &Path, access: &Access) -> Result<(), String> {
     {
         return Ok(());
     }
-    let Some(parent) = w.parent() else {
+    let (Some(parent), Some(name)) = (w.parent(), w.file_name()) else {
         return Ok(());
     };
-    let exists = std::fs::symlink_metadata(w).is_ok_and(|m| m.is_dir());
-    if !exists && (parent == Path::new("/") || !parent.is_dir()) {
+    if parent == Path::new("/") {
         return Ok(());
     }
-    if !exists {
-        std::fs::create_dir(w).map_err(|e| format!("{}: cannot create: {e}", w.display()))?;
-    }
-    let fd =
-        open_dir(libc::AT_FDCWD, w).map_err(|e| format!("{}: cannot open: {e}", w.display()))?;
+    let walk = Walk {
+        owner: Owner { uid: 0, gid: None },
+        create: None,
+    };
+    let parent_fd = match walk.open(parent) {
+        Ok(fd) => fd,
+        Err(WalkError {
+            kind: WalkFailure::Missing | WalkFailure::NotADirectory,
+            ..
+        }) => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", w.display())),
+    };
+    let c = CString::new(name.as_bytes()).map_err(|_| format!("{}: a NUL byte", w.display()))?;
+    // SAFETY: valid name relative to a verified directory; EEXIST is checked by the open.
+    unsafe { libc::mkdirat(parent_fd.0, c.as_ptr(), 0o700) };
+    let fd = open_dir(parent_fd.0, Path::new(name))
+        .map_err(|e| format!("{}: cannot open: {e}", w.display()))?;
     Dir {
         fd,
         path: w.to_path_buf(),
@@ -748,5 +765,36 @@ mod tests {
         );
         std::fs::remove_dir_all(&base).unwrap();
         assert!(ok, "uid 4011 writes where root wrote");
+    }
+
+    /// A working directory below a symlink that a user (not root) planted is refused, not
+    /// created and chowned wherever the link points; one below root's own link is served.
+    #[test]
+    fn working_dirs_below_a_planted_symlink_are_refused() {
+        let Some(base) = root_scratch_dir("setuplink") else {
+            return;
+        };
+        let outside = base.join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        let vol = base.join("vol");
+        std::fs::create_dir_all(&vol).unwrap();
+        let planted = vol.join("ws");
+        std::os::unix::fs::symlink(&outside, &planted).unwrap();
+        std::os::unix::fs::lchown(&planted, Some(1000), Some(1000)).unwrap();
+        let mut spec = spec_with(&[(Some(1000), Some(1000))]);
+        spec.containers[0].working_dir = Some(planted.join("sub").to_string_lossy().into_owned());
+        let e = setup(&base.join("shared"), None, Some(&spec)).unwrap_err();
+        assert!(e.contains("a symlink owned by uid 1000"), "{e}");
+        assert!(
+            !outside.join("sub").exists(),
+            "nothing made through the link"
+        );
+        // root's own link is followed.
+        std::fs::remove_file(&planted).unwrap();
+        std::os::unix::fs::symlink(&outside, &planted).unwrap();
+        setup(&base.join("shared"), None, Some(&spec)).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(outside.join("sub")).unwrap().uid(), 1000);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }
