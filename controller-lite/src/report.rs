@@ -15,6 +15,7 @@ use crate::duration::human;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;
+use stepinit_protocol::attempts::Attempts;
 use stepinit_protocol::{Record, Spec, Status};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,10 +43,7 @@ pub struct RunResult {
 #[derive(Debug, Default, Clone)]
 struct Acc {
     name: Option<String>,
-    /// The attempts whose start was seen (a start printed again by a later init counts once).
-    started: std::collections::BTreeSet<u32>,
-    /// The end of each attempt seen, as printed.
-    ends: HashMap<u32, Record>,
+    started: u32,
     ended: bool,
     status: Option<Status>,
     code: Option<i32>,
@@ -68,6 +66,8 @@ pub struct Collector {
     from_spec: bool,
     /// Top-level steps whose failure does not fail the workflow (from the spec).
     optional: std::collections::HashSet<String>,
+    /// Repeats dropped, contradictions found (the protocol's rule for several inits' records).
+    attempts: Attempts,
     /// Records that contradict each other: the run cannot be trusted to have passed.
     conflicts: Vec<String>,
     pub notes: Vec<String>,
@@ -162,17 +162,19 @@ impl Collector {
     /// already seen is dropped when it is the same, and noted (the run cannot pass) when it says
     /// something else.
     pub fn on_record(&mut self, r: &Record) {
+        match self.attempts.admit(r) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(c) => {
+                self.conflicts.push(c.0);
+                return;
+            }
+        }
         match r {
-            Record::Start {
-                step,
-                name,
-                attempt,
-            } => {
+            Record::Start { step, name, .. } => {
                 self.ensure(step);
                 let a = self.acc.get_mut(step).unwrap();
-                if !a.started.insert(*attempt) {
-                    return;
-                }
+                a.started += 1;
                 // The init's record names the step it really ran: it wins over a workflow
                 // given to `decode` (a different version, or a name derived without the image).
                 if name.is_some() {
@@ -185,22 +187,10 @@ impl Collector {
                 code,
                 ms,
                 reason,
-                attempt,
+                ..
             } => {
                 self.ensure(step);
                 let a = self.acc.get_mut(step).unwrap();
-                match a.ends.get(attempt) {
-                    Some(prev) if prev == r => return,
-                    Some(_) => {
-                        self.conflicts.push(format!(
-                            "step {step} attempt {attempt} is reported twice with different results"
-                        ));
-                        return;
-                    }
-                    None => {
-                        a.ends.insert(*attempt, r.clone());
-                    }
-                }
                 a.ended = true;
                 a.status = Some(*status);
                 a.code = *code;
@@ -285,7 +275,7 @@ impl Collector {
             .get(id)
             .map(|c| c.iter().map(|x| self.step_result(x, interrupted)).collect())
             .unwrap_or_default();
-        let started = a.started.len() as u32;
+        let started = a.started;
         let mut reason = a.reason;
         let status = match a.status {
             Some(s) => s,

@@ -1286,7 +1286,7 @@ pub fn fmt_ms(ms: u64) -> String {
 mod tests {
     use super::*;
     use crate::journal;
-    use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+    use std::collections::{BTreeMap, HashMap, VecDeque};
 
     /// What the simulated leaf does.
     #[derive(Clone)]
@@ -2138,19 +2138,14 @@ mod tests {
     /// after its end, an end of an attempt that began without a start, an attempt left open.
     /// Ok: each step's final status, and the workflow's (the `done` with `last`).
     fn read(records: &[Record]) -> Result<(BTreeMap<String, Status>, Option<Status>), String> {
-        let mut started: HashSet<(String, u32)> = HashSet::new();
-        let mut ended: HashMap<(String, u32), Record> = HashMap::new();
+        let mut seen = stepinit_protocol::attempts::Attempts::default();
         let mut last: BTreeMap<String, Status> = BTreeMap::new();
         let mut done = None;
         for r in records {
+            if !seen.admit(r).map_err(|c| c.0)? {
+                continue;
+            }
             match r {
-                Record::Start { step, attempt, .. } => {
-                    let k = (step.clone(), *attempt);
-                    if ended.contains_key(&k) && !started.contains(&k) {
-                        return Err(format!("{step}#{attempt} starts after its end"));
-                    }
-                    started.insert(k);
-                }
                 Record::End {
                     step,
                     status,
@@ -2158,34 +2153,26 @@ mod tests {
                     reason,
                     ..
                 } => {
-                    let k = (step.clone(), *attempt);
-                    if let Some(prev) = ended.get(&k) {
-                        if prev != r {
-                            return Err(format!("{step}#{attempt} ends twice: {prev:?} and {r:?}"));
-                        }
-                        continue;
-                    }
                     let never_began = *status == Status::Aborted
                         && reason
                             .as_deref()
                             .is_some_and(|x| x.contains("before") && x.contains("start"));
-                    if *attempt > 0 && !started.contains(&k) && !never_began {
-                        return Err(format!("{step}#{attempt} ends without a start: {r:?}"));
-                    }
-                    if never_began && started.contains(&k) {
+                    if never_began && seen.started(step) >= *attempt as usize {
                         return Err(format!("{step}#{attempt} began, yet ends as never begun"));
                     }
-                    ended.insert(k, r.clone());
                     last.insert(step.clone(), *status);
                 }
                 Record::Done {
                     status, last: true, ..
                 } => done = Some(*status),
-                Record::Done { .. } => {}
+                _ => {}
             }
         }
-        if let Some(k) = started.iter().find(|k| !ended.contains_key(*k)) {
-            return Err(format!("{}#{} never ends", k.0, k.1));
+        if let Some(r) = seen.ended_without_start().first() {
+            return Err(format!("an end without a start: {r:?}"));
+        }
+        if let Some((s, a)) = seen.open().first() {
+            return Err(format!("{s}#{a} never ends"));
         }
         Ok((last, done))
     }

@@ -3,12 +3,15 @@
 //! - [`spec`]: what the init executes (a JSON file, versioned, validated with field paths).
 //! - [`record`]: what the init reports (step start, step end, summary), as compact JSON lines.
 //! - [`summary`]: the compact per-container summary written to the termination-message file.
+//! - [`attempts`]: how a reader of several inits' records drops the repeats a continued journal
+//!   makes, and refuses contradictions.
 //! - [`frame`]: how records and the steps' own bytes share one byte stream, so that no byte a step
 //!   prints can ever decode as a record; [`frame::Decoder`] is the streaming decoder.
 //!
 //! The byte format, versioning rules and threat model are in `protocol/README.md`.
 //! This crate depends on serde only; JSON parsing of the spec is left to the caller.
 
+pub mod attempts;
 pub mod frame;
 pub mod record;
 pub mod spec;
