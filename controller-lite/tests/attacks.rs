@@ -242,6 +242,11 @@ fn nothing_outlives_a_killed_stepctl() {
                 .filter_map(|e| std::fs::read(e.path().join("environ")).ok())
                 .any(|c| c.split(|&b| b == 0).any(|v| v == needle.as_bytes()))
         };
+        // (While the shell execs sleep, its environ reads as empty for a moment.)
+        let t = Instant::now();
+        while !running() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert!(running(), "the sleeper runs");
         child.kill().unwrap();
         let _ = child.wait();
