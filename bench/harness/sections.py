@@ -101,9 +101,9 @@ def write_spec(path, steps):
     Path(path).write_text(json.dumps({"version": 1, "steps": steps}))
 
 
-def check_spec_run(ctx, spec, expect_steps, timeout):
+def check_spec_run(ctx, spec, expect_steps, timeout, extra=()):
     """Runs `init run spec` once and checks every step passed: the figures are of a real run."""
-    p = subprocess.Popen([ctx.init, "run", str(spec)], stdin=subprocess.DEVNULL,
+    p = subprocess.Popen([ctx.init, "run", str(spec), *extra], stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         out, err = p.communicate(timeout=timeout)
@@ -239,6 +239,68 @@ def steps(ctx, s):
         s.targets.append(target)
     else:
         s.notes.append("The 100-step target is checked only when N = 100 is measured.")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2b. Per-step cost with the state journal
+
+def state(ctx, s):
+    counts = ctx.p["state_counts"]
+    s.about = (
+        "What every pod runs: `init run spec.json --state DIR` (the journal each container hands "
+        "to the next, HMAC-chained, one append before each record) with a spec of N "
+        "`/bin/true` steps, against `/bin/sh -c` running the same N commands "
+        f"(N = {', '.join(map(str, counts))}). Each timing run starts from an empty state "
+        "directory (hyperfine `--prepare`, not timed); each spec run is checked once first. "
+        "The journal's cost per step must not grow with the steps before it.")
+    need_init(ctx)
+    require_tools("hyperfine")
+    key = "ab" * 32
+    os.environ["STEPINIT_STATE_KEY"] = key
+    try:
+        t_init, t_sh, sizes = {}, {}, {}
+        for n in counts:
+            spec = Path(ctx.work) / f"state-{n}.json"
+            sdir = Path(ctx.work) / f"state-{n}"
+            write_spec(spec, [{"command": ["/bin/true"]}] * n)
+            check_spec_run(ctx, spec, n, timeout=300, extra=["--state", str(sdir)])
+            sizes[n] = (sdir / "journal.0").stat().st_size
+            script = "; ".join(["/bin/true"] * n)
+            runs = ctx.p["step_runs"] if n <= 100 else (ctx.p["step_runs_1000"] if n <= 1000 else 3)
+            t = hyperfine([("init", shlex.join([ctx.init, "run", str(spec), "--state", str(sdir)])),
+                           ("sh", shlex.join(["/bin/sh", "-c", script]))],
+                          runs, max(1, runs // 10), ctx.work, f"state-{n}",
+                          rounds=ctx.p["rounds"] if n <= 1000 else 1,
+                          prepare={"init": shlex.join(["rm", "-rf", str(sdir)])})
+            t_init[n], t_sh[n] = t["init"]["median"], t["sh"]["median"]
+    finally:
+        del os.environ["STEPINIT_STATE_KEY"]
+    s.table(["Steps", "`init run --state` median", "per step", "`sh -c` median", "per step",
+             "init / sh", "journal"],
+            [(n, ms(t_init[n]), us(t_init[n] / n), ms(t_sh[n]), us(t_sh[n] / n),
+              ratio(t_init[n], t_sh[n]), human(sizes[n])) for n in counts])
+    s.table(["Between", "init: marginal per step", "sh: marginal per step"],
+            [(f"{a} → {b}", us((t_init[b] - t_init[a]) / (b - a)), us((t_sh[b] - t_sh[a]) / (b - a)))
+             for a, b in zip(counts, counts[1:])])
+    a, b = linear_fit(counts, [t_init[n] for n in counts])
+    worst = max(abs(t_init[n] - (a + b * n)) / t_init[n] for n in counts if n >= 100)
+    s.notes.append(f"`init run --state`: least-squares fit t ≈ {ms(a)} + N × {us(b)}; the points "
+                   f"from N = 100 up lie within {worst * 100:.0f}% of that line.")
+    big = counts[-1]
+    s.headline = (f"{big} `/bin/true` steps with `--state` take {ms(t_init[big])} against "
+                  f"{ms(t_sh[big])} in `sh -c` ({ratio(t_init[big], t_sh[big])}), "
+                  f"{us(t_init[big] / big)} per step; the journal grows by "
+                  f"{sizes[big] // big} bytes a step.")
+    if 1000 in counts:
+        r = t_init[1000] / t_sh[1000]
+        s.targets.append(Target("1,000 steps with `--state`: `init run` vs `sh -c`", "<= 1.1x sh -c",
+                                f"sh -c: {ms(t_sh[1000])}", f"{ms(t_init[1000])} = {r:.2f}x sh -c",
+                                r <= 1.1))
+    if 1000 in counts and 10000 in counts:
+        p1, p10 = t_init[1000] / 1000, t_init[10000] / 10000
+        s.targets.append(Target("Linear to 10,000 steps: per-step cost at 10,000 vs at 1,000",
+                                "within 20%", f"at 1,000: {us(p1)}", f"at 10,000: {us(p10)} "
+                                f"({p10 / p1:.2f}x)", p10 <= 1.2 * p1))
 
 
 def linear_fit(xs, ys):

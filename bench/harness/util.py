@@ -102,14 +102,16 @@ def require_tools(*names):
         raise NotMeasured(f"missing tool(s): {', '.join(missing)} (tests/install-deps installs them)")
 
 
-def hyperfine(commands, runs, warmup, workdir, tag, shell=False, timeout=600, rounds=1):
+def hyperfine(commands, runs, warmup, workdir, tag, shell=False, timeout=600, rounds=1,
+              prepare=None):
     """Times `commands` [(name, command string)] with hyperfine.
 
     With `rounds` > 1, hyperfine is run that many times with runs/rounds runs each, the order of
     the commands reversed every other round, and the times pooled: a load change on the shared
     machine then hits every command alike instead of biasing a ratio.
     Returns {name: {"median", "mean", "stddev", "min", "max", "runs"}} in seconds. Commands must
-    exit 0. `shell=False` runs them without a shell (-N: no spawn-time correction needed)."""
+    exit 0. `shell=False` runs them without a shell (-N: no spawn-time correction needed).
+    `prepare` {name: command}: run before each timing run of that command (not timed)."""
     times = {name: [] for name, _ in commands}
     per_round = max(2, runs // rounds)
     for r in range(rounds):
@@ -119,6 +121,10 @@ def hyperfine(commands, runs, warmup, workdir, tag, shell=False, timeout=600, ro
                "--export-json", str(out)]
         if not shell:
             cmd.append("-N")
+        if prepare:
+            # hyperfine takes one --prepare per command, in the commands' order.
+            for name, _ in order:
+                cmd += ["--prepare", prepare.get(name, "true")]
         for name, c in order:
             cmd += ["-n", name, c]
         try:
