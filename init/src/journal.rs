@@ -50,6 +50,11 @@ pub struct Key {
 }
 
 impl Key {
+    /// A key given as bytes (tests and fuzzers).
+    pub fn from_bytes(bytes: [u8; 32]) -> Key {
+        Key { bytes, given: true }
+    }
+
     /// The key from [`KEY_ENV`], or the all-zero key (and `given: false`) when it is unset.
     pub fn from_env() -> Result<Key, String> {
         let Some(v) = std::env::var_os(KEY_ENV) else {
@@ -371,6 +376,100 @@ fn replay(
     m: &mut Machine,
     chain: &Chain,
 ) -> Result<Replay, OpenError> {
+    match fs::fstat(fd.0) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => {}
+        _ => {
+            return Ok(Replay {
+                lines: 0,
+                valid_len: 0,
+                prev: [0; TAG],
+                reprint: Vec::new(),
+                taint: Some(format!("{path}: not a regular file")),
+            })
+        }
+    }
+    replay_from(&mut |buf| sys::read(fd.0, buf), path, from, m, chain)
+}
+
+/// What [`replay_bytes`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    /// Lines that verified and applied (the header included).
+    pub lines: usize,
+    /// Why the rest was not trusted (None: all of it was, or only a partial last line was left).
+    pub taint: Option<String>,
+    /// The records of the last entry applied.
+    pub reprint: Vec<Record>,
+}
+
+/// Replays `bytes` as the journal of container `from` into `m` (the fuzzers' way in: the same
+/// code as [`open`] minus the files). Err: a journal of another spec.
+pub fn replay_bytes(
+    bytes: &[u8],
+    from: u32,
+    m: &mut Machine,
+    key: &Key,
+) -> Result<Replayed, OpenError> {
+    let mut rest = bytes;
+    let mut read = |buf: &mut [u8]| {
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        Ok(n)
+    };
+    let r = replay_from(&mut read, "journal", from, m, &Chain::new(key))?;
+    Ok(Replayed {
+        lines: r.lines,
+        taint: r.taint,
+        reprint: r.reprint,
+    })
+}
+
+/// Container `from`'s journal of the spec `m` runs, with these entries (after a snapshot, when
+/// given), signed with `key` as an init signs it (the fuzzers' way to make journals that verify).
+pub fn sign(
+    m: &Machine,
+    from: u32,
+    snapshot: Option<&State>,
+    entries: &[Entry],
+    key: &Key,
+) -> Vec<u8> {
+    let chain = Chain::new(key);
+    let mut prev = [0u8; TAG];
+    let mut out = Vec::new();
+    let mut line = |body: Vec<u8>, out: &mut Vec<u8>| {
+        let tag = chain.tag(&prev, &body);
+        out.extend_from_slice(&body);
+        out.push(b' ');
+        for b in tag {
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 15) as usize]);
+        }
+        out.push(b'\n');
+        prev = tag;
+    };
+    line(format!("{MAGIC} {} {from}", m.fingerprint()).into_bytes(), &mut out);
+    if let Some(s) = snapshot {
+        let mut b = b"B ".to_vec();
+        b.extend_from_slice(&serde_json::to_vec(s).unwrap_or_default());
+        line(b, &mut out);
+    }
+    for e in entries {
+        let mut b = Vec::new();
+        encode(e, &mut b);
+        line(b, &mut out);
+    }
+    out
+}
+
+/// [`replay`] on what `read` gives.
+fn replay_from(
+    read: &mut dyn FnMut(&mut [u8]) -> Result<usize, Errno>,
+    path: &str,
+    from: u32,
+    m: &mut Machine,
+    chain: &Chain,
+) -> Result<Replay, OpenError> {
     let mut r = Replay {
         lines: 0,
         valid_len: 0,
@@ -378,13 +477,6 @@ fn replay(
         reprint: Vec::new(),
         taint: None,
     };
-    match fs::fstat(fd.0) {
-        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => {}
-        _ => {
-            r.taint = Some(format!("{path}: not a regular file"));
-            return Ok(r);
-        }
-    }
     // The longest line an init writes: the snapshot, a few hundred bytes a node at most.
     let max_line = 64 * 1024 + 512 * m.node_count();
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -427,7 +519,7 @@ fn replay(
             // A partial last line: what a killed writer leaves. Dropped, not a taint.
             return Ok(r);
         }
-        match sys::read(fd.0, &mut chunk) {
+        match read(&mut chunk) {
             Ok(0) => eof = true,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) => {
@@ -757,5 +849,56 @@ mod tests {
         let mut flipped = line.clone();
         flipped[2] = b'2';
         assert!(check_line(&flipped, &[0; TAG], &c1).is_none());
+    }
+
+    fn three_steps() -> Machine {
+        let spec: stepinit_protocol::Spec = serde_json::from_str(
+            r#"{"version":1,"steps":[{"command":["a"]},{"command":["b"]},{"command":["c"]}]}"#,
+        )
+        .unwrap();
+        Machine::new(&spec, 0, "sh").unwrap()
+    }
+
+    #[test]
+    fn a_signed_journal_replays_and_any_change_is_a_taint_but_a_torn_end() {
+        let key = Key::from_bytes([7; 32]);
+        let m = three_steps();
+        let entries = [
+            Entry::Start { node: 0, attempt: 1, at: 10 },
+            Entry::Start { node: 1, attempt: 1, at: 11 },
+            Entry::End { node: 1, status: Status::Failed, code: Some(1), ms: 1, attempt: 1, fin: true, reason: None },
+        ];
+        let j = sign(&m, 0, None, &entries, &key);
+        let r = replay_bytes(&j, 0, &mut three_steps(), &key).unwrap();
+        assert_eq!((r.lines, r.taint.as_deref()), (4, None));
+        assert!(matches!(r.reprint[..], [Record::End { status: Status::Failed, .. }]));
+        // Every single flipped byte of a complete line is seen.
+        for i in 0..j.len() - 1 {
+            if j[i] == b'\n' {
+                continue;
+            }
+            let mut bad = j.clone();
+            bad[i] ^= 0x01;
+            let r = replay_bytes(&bad, 0, &mut three_steps(), &key);
+            let taint = r.map(|r| r.taint).unwrap_or(Some("other spec".into()));
+            assert!(taint.is_some(), "byte {i} flipped unseen");
+        }
+        // A journal cut inside its last line (a killed writer): the lines before it, no taint.
+        let cut = &j[..j.len() - 5];
+        let r = replay_bytes(cut, 0, &mut three_steps(), &key).unwrap();
+        assert_eq!((r.lines, r.taint), (3, None));
+        // Another key verifies nothing; a journal of container 1 is not container 0's.
+        let r = replay_bytes(&j, 0, &mut three_steps(), &Key::from_bytes([8; 32])).unwrap();
+        assert_eq!(r.lines, 0);
+        assert!(r.taint.unwrap().contains("line 1 fails verification"));
+        let other = sign(&m, 1, None, &entries, &key);
+        let r = replay_bytes(&other, 0, &mut three_steps(), &key).unwrap();
+        assert!(r.taint.unwrap().contains("not the header"));
+        // Entries that verify but cannot have been written (a second end) are a taint too.
+        let mut twice = entries.to_vec();
+        twice.push(entries[2].clone());
+        let r = replay_bytes(&sign(&m, 0, None, &twice, &key), 0, &mut three_steps(), &key).unwrap();
+        assert_eq!(r.lines, 4);
+        assert!(r.taint.unwrap().contains("line 5"));
     }
 }
