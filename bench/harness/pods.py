@@ -50,6 +50,7 @@ def pod_yaml(name, variant, n):
         spec["containers"] = [{"name": f"c{i}"} for i in range(n)]
     # Volume names are per pod: podman kube play shares emptyDir volumes between pods by name.
     shared = f"{name}-shared"
+    key = os.urandom(32).hex()
     mounts = [{"name": shared, "mountPath": SHARED},
               {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}]
 
@@ -57,8 +58,11 @@ def pod_yaml(name, variant, n):
         return {"name": cname, "image": image, "command": command, "volumeMounts": mounts}
 
     def group(i):
-        return ctr(f"c{i}", STEP_IMAGE, [f"{SHARED}/init", "run", f"{SPEC_DIR}/spec.json",
-                                         "--group", str(i), "--state", STATE])
+        c = ctr(f"c{i}", STEP_IMAGE, [f"{SHARED}/init", "run", f"{SPEC_DIR}/spec.json",
+                                      "--group", str(i), "--state", STATE])
+        # The state journals' key, as every pod of stepctl has it (see protocol/README.md).
+        c["env"] = [{"name": "STEPINIT_STATE_KEY", "value": key}]
+        return c
 
     setup = ctr("setup", INIT_IMAGE, ["/init", "setup", SHARED, "--spec", f"{SPEC_DIR}/spec.json"])
     if variant == "merged":
