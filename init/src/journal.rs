@@ -448,7 +448,10 @@ pub fn sign(
         out.push(b'\n');
         prev = tag;
     };
-    line(format!("{MAGIC} {} {from}", m.fingerprint()).into_bytes(), &mut out);
+    line(
+        format!("{MAGIC} {} {from}", m.fingerprint()).into_bytes(),
+        &mut out,
+    );
     if let Some(s) = snapshot {
         let mut b = b"B ".to_vec();
         b.extend_from_slice(&serde_json::to_vec(s).unwrap_or_default());
@@ -864,14 +867,36 @@ mod tests {
         let key = Key::from_bytes([7; 32]);
         let m = three_steps();
         let entries = [
-            Entry::Start { node: 0, attempt: 1, at: 10 },
-            Entry::Start { node: 1, attempt: 1, at: 11 },
-            Entry::End { node: 1, status: Status::Failed, code: Some(1), ms: 1, attempt: 1, fin: true, reason: None },
+            Entry::Start {
+                node: 0,
+                attempt: 1,
+                at: 10,
+            },
+            Entry::Start {
+                node: 1,
+                attempt: 1,
+                at: 11,
+            },
+            Entry::End {
+                node: 1,
+                status: Status::Failed,
+                code: Some(1),
+                ms: 1,
+                attempt: 1,
+                fin: true,
+                reason: None,
+            },
         ];
         let j = sign(&m, 0, None, &entries, &key);
         let r = replay_bytes(&j, 0, &mut three_steps(), &key).unwrap();
         assert_eq!((r.lines, r.taint.as_deref()), (4, None));
-        assert!(matches!(r.reprint[..], [Record::End { status: Status::Failed, .. }]));
+        assert!(matches!(
+            r.reprint[..],
+            [Record::End {
+                status: Status::Failed,
+                ..
+            }]
+        ));
         // Every single flipped byte of a complete line is seen.
         for i in 0..j.len() - 1 {
             if j[i] == b'\n' {
@@ -897,7 +922,13 @@ mod tests {
         // Entries that verify but cannot have been written (a second end) are a taint too.
         let mut twice = entries.to_vec();
         twice.push(entries[2].clone());
-        let r = replay_bytes(&sign(&m, 0, None, &twice, &key), 0, &mut three_steps(), &key).unwrap();
+        let r = replay_bytes(
+            &sign(&m, 0, None, &twice, &key),
+            0,
+            &mut three_steps(),
+            &key,
+        )
+        .unwrap();
         assert_eq!(r.lines, 4);
         assert!(r.taint.unwrap().contains("line 5"));
     }

@@ -1427,6 +1427,14 @@ mod tests {
             emitted_at: Vec::new(),
         };
         let finish = |m: &Machine, mut r: Run, code: i32| {
+            // One init prints one `done` at most (besides the one of its journal's seal it
+            // may print again): never two.
+            let printed_again = r.emitted_at.iter().take_while(|&&a| a == 0).count();
+            let dones = r.records[printed_again..]
+                .iter()
+                .filter(|x| matches!(x, Record::Done { .. }))
+                .count();
+            assert!(dones <= 1, "{dones} done records: {:?}", r.log);
             r.code = code;
             r.state = m.state();
             r.reported = m
