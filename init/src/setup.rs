@@ -458,9 +458,6 @@ fn prepare_working_dir(w: &Path, access: &Access) -> Result<(), String> {
     let (Some(parent), Some(name)) = (w.parent(), w.file_name()) else {
         return Ok(());
     };
-    if parent == Path::new("/") {
-        return Ok(());
-    }
     let walk = Walk {
         owner: Owner { uid: 0, gid: None },
         create: None,
@@ -474,10 +471,16 @@ fn prepare_working_dir(w: &Path, access: &Access) -> Result<(), String> {
         Err(e) => return Err(format!("{}: {e}", w.display())),
     };
     let c = CString::new(name.as_bytes()).map_err(|_| format!("{}: a NUL byte", w.display()))?;
-    // SAFETY: valid name relative to a verified directory; EEXIST is checked by the open.
-    unsafe { libc::mkdirat(parent_fd.0, c.as_ptr(), 0o700) };
-    let fd = open_dir(parent_fd.0, Path::new(name))
-        .map_err(|e| format!("{}: cannot open: {e}", w.display()))?;
+    // A directory right under / that is not there is no volume of ours: not made up.
+    if parent != Path::new("/") {
+        // SAFETY: valid name relative to a verified directory; EEXIST is checked by the open.
+        unsafe { libc::mkdirat(parent_fd.0, c.as_ptr(), 0o700) };
+    }
+    let fd = match open_dir(parent_fd.0, Path::new(name)) {
+        Ok(fd) => fd,
+        Err(Errno(libc::ENOENT)) => return Ok(()),
+        Err(e) => return Err(format!("{}: cannot open: {e}", w.display())),
+    };
     Dir {
         fd,
         path: w.to_path_buf(),
@@ -796,5 +799,28 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         assert_eq!(std::fs::metadata(outside.join("sub")).unwrap().uid(), 1000);
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// A working directory right under / (the pods' `/data`, a volume) gets the shared access;
+    /// one there that does not exist is no volume: left alone.
+    #[test]
+    fn a_volume_right_under_the_root_is_served() {
+        let Some(base) = root_scratch_dir("setuproot") else {
+            return;
+        };
+        let vol = PathBuf::from(format!("/stepinit-setup-test-{}", std::process::id()));
+        std::fs::create_dir_all(&vol).unwrap();
+        let missing = PathBuf::from(format!("/stepinit-setup-missing-{}", std::process::id()));
+        let mut spec = spec_with(&[(Some(4021), Some(4021)), (Some(0), Some(0))]);
+        spec.containers[0].working_dir = Some(vol.to_string_lossy().into_owned());
+        spec.containers[1].working_dir = Some(missing.to_string_lossy().into_owned());
+        let r = setup(&base.join("shared"), None, Some(&spec));
+        use std::os::unix::fs::MetadataExt;
+        let uid = std::fs::metadata(&vol).map(|m| m.uid());
+        let _ = std::fs::remove_dir_all(&vol);
+        std::fs::remove_dir_all(&base).unwrap();
+        r.unwrap();
+        assert_eq!(uid.unwrap(), 4021);
+        assert!(!missing.exists());
     }
 }
