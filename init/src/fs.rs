@@ -154,6 +154,44 @@ pub struct Walk {
     pub create: Option<u32>,
 }
 
+/// While alive, root acts for another user in the file system: this thread's fsuid/fsgid are
+/// theirs and it has no supplementary groups, so a walk for a step's user reaches and creates
+/// only what that user could (a link of theirs into a root-only directory leads nowhere), and
+/// what it creates is theirs.
+struct ActAs {
+    groups: Vec<libc::gid_t>,
+}
+
+impl ActAs {
+    fn begin(owner: Owner) -> Option<ActAs> {
+        // SAFETY: credential calls of a single-threaded process, undone by drop.
+        unsafe {
+            if libc::geteuid() != 0 || owner.uid == 0 {
+                return None;
+            }
+            let n = libc::getgroups(0, std::ptr::null_mut());
+            let mut groups = vec![0; n.max(0) as usize];
+            let n = libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr());
+            groups.truncate(n.max(0) as usize);
+            libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>());
+            libc::setfsgid(owner.gid.unwrap_or_else(|| libc::getegid()));
+            libc::setfsuid(owner.uid);
+            Some(ActAs { groups })
+        }
+    }
+}
+
+impl Drop for ActAs {
+    fn drop(&mut self) {
+        // SAFETY: back to root's own ids and groups.
+        unsafe {
+            libc::setfsuid(0);
+            libc::setfsgid(libc::getegid());
+            libc::syscall(libc::SYS_setgroups, self.groups.len(), self.groups.as_ptr());
+        }
+    }
+}
+
 /// Most symlinks one walk follows (the kernel's limit is 40).
 const MAX_LINKS: usize = 40;
 
@@ -199,6 +237,7 @@ impl Walk {
             at: at.to_path_buf(),
             kind,
         };
+        let _acting = ActAs::begin(self.owner);
         let mut links = 0;
         let start = if path.is_absolute() { "/" } else { "." };
         let root = || {
@@ -250,9 +289,6 @@ impl Walk {
                     }
                     // Walk into it (again, should it have been swapped meanwhile).
                     todo.push(name);
-                    if r == 0 {
-                        self.chown_new(dir.0, &c);
-                    }
                 }
                 Err(Errno(libc::ENOENT)) => return Err(fail(&at, WalkFailure::Missing)),
                 Err(Errno(libc::ELOOP)) | Err(Errno(libc::ENOTDIR)) => {
@@ -281,25 +317,6 @@ impl Walk {
             }
         }
         Ok(dir)
-    }
-
-    /// A directory this walk just made belongs to its owner, when we are root.
-    fn chown_new(&self, dir: libc::c_int, name: &CString) {
-        // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } != 0 || self.owner.uid == 0 && self.owner.gid.is_none() {
-            return;
-        }
-        let gid = self.owner.gid.unwrap_or(u32::MAX);
-        // SAFETY: valid name; AT_SYMLINK_NOFOLLOW: a link swapped in is not followed.
-        unsafe {
-            libc::fchownat(
-                dir,
-                name.as_ptr(),
-                self.owner.uid,
-                gid,
-                libc::AT_SYMLINK_NOFOLLOW,
-            );
-        }
     }
 }
 
@@ -417,6 +434,35 @@ mod tests {
             assert_eq!(e.kind, WalkFailure::UntrustedLink(4242));
             assert!(e.to_string().contains("owned by uid 4242"), "{e}");
             assert!(!Path::new("/etc/evil").exists());
+            // The user's own link into a root-only directory: root, acting for the user,
+            // creates nothing there (it did, owned by the user).
+            let root_only = d.join("root-only");
+            std::fs::create_dir(&root_only).unwrap();
+            let mine = d.join("users-link");
+            symlink(&root_only, &mine).unwrap();
+            let c = cpath(&mine).unwrap();
+            unsafe { libc::lchown(c.as_ptr(), 1000, 1000) };
+            let user = Walk {
+                owner: Owner {
+                    uid: 1000,
+                    gid: Some(1000),
+                },
+                create: Some(0o755),
+            };
+            let e = user.open(&mine.join("out")).unwrap_err();
+            assert_eq!(e.kind, WalkFailure::Os(Errno(libc::EACCES)), "{e}");
+            assert!(!root_only.join("out").exists());
+            // Where the user may create, what is made is theirs.
+            let open = d.join("open");
+            std::fs::create_dir(&open).unwrap();
+            std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+                .unwrap();
+            user.open(&open.join("a/b")).unwrap();
+            use std::os::unix::fs::MetadataExt;
+            let st = std::fs::metadata(open.join("a/b")).unwrap();
+            assert_eq!((st.uid(), st.gid()), (1000, 1000));
+            // And root is root again.
+            assert_eq!(unsafe { libc::setfsuid(u32::MAX) }, 0);
         }
         // A file in the way is not a directory.
         std::fs::write(d.join("file"), b"").unwrap();

@@ -153,14 +153,17 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// What opening the state gave.
 pub struct Opened {
-    pub journal: Journal,
+    /// This container's journal; None when none could be made (the taint says why: the
+    /// workflow fails, and an intermediate container exits 3).
+    pub journal: Option<Journal>,
     /// The records of the last entry replayed: their writer may have died before printing them.
     pub reprint: Vec<Record>,
     /// Why the state cannot be trusted, when it cannot (the workflow then fails).
     pub taint: Option<String>,
 }
 
-/// Why the state could not be opened (exit 3).
+/// Why the state cannot be opened at all (exit 3): a state directory that is none, or the
+/// journal of another spec (the state directory of another run).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenError(pub String);
 
@@ -186,16 +189,23 @@ pub fn open(dir: &Path, m: &mut Machine, key: &Key) -> Result<Opened, OpenError>
         0,
     ) {
         Ok(fd) => {
-            let st = fs::fstat(fd.0).map_err(|e| OpenError(format!("{shown}/{own}: {e}")))?;
             // SAFETY: geteuid cannot fail.
-            let mine = st.st_mode & libc::S_IFMT == libc::S_IFREG
-                && st.st_uid == unsafe { libc::geteuid() };
+            let mine = fs::fstat(fd.0).is_ok_and(|st| {
+                st.st_mode & libc::S_IFMT == libc::S_IFREG
+                    && st.st_uid == unsafe { libc::geteuid() }
+            });
             if mine {
                 let r = replay(&fd, &format!("{shown}/{own}"), group, m, &chain)?;
                 if let Some(t) = r.taint {
                     note(&mut taint, t);
                 }
                 if r.lines > 0 {
+                    if !m.already_finished() {
+                        m.restarted();
+                        note(&mut taint, format!(
+                            "{shown}/{own}: this container's init was restarted (killed before its end): the workflow fails, its steps do not run on as if nothing happened"
+                        ));
+                    }
                     // What a killed writer left half-written goes; what follows is ours.
                     // SAFETY: fd is ours.
                     unsafe { libc::ftruncate(fd.0, r.valid_len as libc::off_t) };
@@ -209,7 +219,7 @@ pub fn open(dir: &Path, m: &mut Machine, key: &Key) -> Result<Opened, OpenError>
                         path: dir.join(&own),
                     };
                     return Ok(Opened {
-                        journal,
+                        journal: Some(journal),
                         reprint: r.reprint,
                         taint,
                     });
@@ -221,16 +231,14 @@ pub fn open(dir: &Path, m: &mut Machine, key: &Key) -> Result<Opened, OpenError>
                     format!("{shown}/{own}: planted before this container started (not a regular file of this user)"),
                 );
             }
-            unlink(&dfd, &own)
-                .map_err(|e| OpenError(format!("{shown}/{own}: cannot remove: {e}")))?;
         }
         Err(Errno(libc::ENOENT)) => {}
-        Err(Errno(libc::ELOOP)) => {
-            note(&mut taint, format!("{shown}/{own}: planted as a symlink"));
-            unlink(&dfd, &own)
-                .map_err(|e| OpenError(format!("{shown}/{own}: cannot remove: {e}")))?;
-        }
-        Err(e) => return Err(OpenError(format!("{shown}/{own}: {e}"))),
+        Err(Errno(libc::ELOOP)) => note(&mut taint, format!("{shown}/{own}: planted as a symlink")),
+        // A directory, a file we may not open: planted too.
+        Err(e) => note(
+            &mut taint,
+            format!("{shown}/{own}: planted before this container started ({e})"),
+        ),
     }
     // A new journal: continue from the newest predecessor that left one.
     let mut reprint = Vec::new();
@@ -266,28 +274,47 @@ pub fn open(dir: &Path, m: &mut Machine, key: &Key) -> Result<Opened, OpenError>
             break;
         }
     }
-    let create = || {
-        fs::open_at(
-            dfd.0,
-            Path::new(&own),
-            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-            0o644,
-        )
-    };
-    let fd = match create() {
-        Err(Errno(libc::EEXIST)) => {
-            // Planted between our look and our create: removed, and said.
-            note(
-                &mut taint,
-                format!("{shown}/{own}: planted while this container started"),
-            );
-            unlink(&dfd, &own)
-                .map_err(|e| OpenError(format!("{shown}/{own}: cannot remove: {e}")))?;
-            create()
+    let journal = match create(&dfd, dir, &own, chain, m, replayed) {
+        Ok(j) => Some(j),
+        Err(why) => {
+            note(&mut taint, why);
+            None
         }
-        r => r,
+    };
+    Ok(Opened {
+        journal,
+        reprint,
+        taint,
+    })
+}
+
+/// Makes this container's journal anew (whatever was planted at its name removed first) with
+/// its header and, when it continues a predecessor, the snapshot. Err: why it could not.
+fn create(
+    dfd: &Fd,
+    dir: &Path,
+    own: &str,
+    chain: Chain,
+    m: &Machine,
+    snapshot: bool,
+) -> Result<Journal, String> {
+    let path = dir.join(own);
+    let shown = path.display();
+    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+    let mut fd = None;
+    // Twice at most: once more after removing what was there (or was planted meanwhile).
+    for _ in 0..2 {
+        match fs::open_at(dfd.0, Path::new(own), flags, 0o644) {
+            Ok(f) => {
+                fd = Some(f);
+                break;
+            }
+            Err(Errno(libc::EEXIST)) => unlink_any(dfd, own)
+                .map_err(|e| format!("{shown}: planted, and cannot be removed: {e}"))?,
+            Err(e) => return Err(format!("{shown}: cannot create: {e}")),
+        }
     }
-    .map_err(|e| OpenError(format!("{shown}/{own}: cannot create: {e}")))?;
+    let fd = fd.ok_or_else(|| format!("{shown}: planted again as it was removed"))?;
     // Readable by the next container's init, whatever our umask (it may run as another user).
     // SAFETY: fd is ours.
     unsafe { libc::fchmod(fd.0, 0o644) };
@@ -295,33 +322,39 @@ pub fn open(dir: &Path, m: &mut Machine, key: &Key) -> Result<Opened, OpenError>
         fd,
         chain,
         prev: [0; TAG],
-        line: format!("{MAGIC} {} {group}", m.fingerprint()).into_bytes(),
-        path: dir.join(&own),
+        line: format!("{MAGIC} {} {}", m.fingerprint(), m.group()).into_bytes(),
+        path: path.clone(),
     };
-    let err = |e: Errno| OpenError(format!("{}: cannot write: {e}", j_path(dir, &own)));
+    let err = |e: Errno| format!("{shown}: cannot write: {e}");
     j.write_line().map_err(err)?;
-    if replayed {
+    if snapshot {
         j.line.clear();
         j.line.extend_from_slice(b"B ");
         j.line
             .extend_from_slice(&serde_json::to_vec(&m.state()).unwrap_or_default());
         j.write_line().map_err(err)?;
     }
-    Ok(Opened {
-        journal: j,
-        reprint,
-        taint,
-    })
+    Ok(j)
 }
 
-fn j_path(dir: &Path, name: &str) -> String {
-    dir.join(name).display().to_string()
-}
-
-fn unlink(dir: &Fd, name: &str) -> Result<(), Errno> {
+/// Removes a name, whatever it is (a file, a link, an empty directory).
+fn unlink_any(dir: &Fd, name: &str) -> Result<(), Errno> {
     let c = std::ffi::CString::new(name).map_err(|_| Errno(libc::EINVAL))?;
     // SAFETY: valid name relative to our directory fd.
-    sys::check(unsafe { libc::unlinkat(dir.0, c.as_ptr(), 0) }).map(|_| ())
+    unsafe {
+        if libc::unlinkat(dir.0, c.as_ptr(), 0) == 0 {
+            return Ok(());
+        }
+        let e = Errno::last();
+        if e.0 == libc::EISDIR && libc::unlinkat(dir.0, c.as_ptr(), libc::AT_REMOVEDIR) == 0 {
+            return Ok(());
+        }
+        Err(if e.0 == libc::EISDIR {
+            Errno::last()
+        } else {
+            e
+        })
+    }
 }
 
 /// Opens (creating it, and its parents, when missing) the state directory; never a symlink.

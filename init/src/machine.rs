@@ -333,6 +333,8 @@ pub struct Machine {
     finished: Option<Status>,
     /// Run without a state (no `--state`): earlier containers' steps are unknown, not lost.
     stateless: bool,
+    /// Entries of this container's own journal were replayed: its init was restarted.
+    restarted: bool,
     /// Nodes whose final end record this init emitted (for the termination summary).
     reported: Vec<usize>,
 }
@@ -398,8 +400,15 @@ impl Machine {
             launching: None,
             finished: None,
             stateless: false,
+            restarted: false,
             reported: Vec::new(),
         })
+    }
+
+    /// This container's own journal was found (its header at least): its init was killed and
+    /// it runs again. See [`Machine::start`].
+    pub fn restarted(&mut self) {
+        self.restarted = true;
     }
 
     /// Without a state, this container runs as if it were the only one: the steps of earlier
@@ -584,7 +593,11 @@ impl Machine {
             Entry::Skip { node, reason } => self.skip_subtree(*node, reason, from, &mut recs),
             Entry::TimedOut { node } => self.st[*node].timed_out = true,
             Entry::Abort => self.aborted = true,
-            Entry::Taint { reason } => self.taint = Some(reason.clone()),
+            Entry::Taint { reason } => {
+                // The workflow has failed: `passed` conditions skip from here on.
+                self.taint = Some(reason.clone());
+                self.st[0].failed = true;
+            }
             Entry::Done { status, ms } => {
                 if from == self.group {
                     self.finished = Some(*status);
@@ -627,7 +640,18 @@ impl Machine {
         }
         // The reported list serves the summary of what this init prints, not what it replayed.
         self.reported.clear();
-        if let Some(reason) = taint {
+        // A restart means this container's init was killed; and its journal, which steps can
+        // cut, may not say how far it got: a step whose failure was cut away must not run again
+        // into a pass. So a restarted container fails the workflow ('passed' steps skip).
+        let taint = taint.or_else(|| {
+            self.restarted.then(|| {
+                format!(
+                    "the init of container {} was restarted (killed before its end): its steps do not run on as if nothing happened",
+                    self.group
+                )
+            })
+        });
+        if let Some(reason) = taint.filter(|_| self.taint.is_none()) {
             self.commit(Entry::Taint { reason }, &mut out);
         }
         if self.st[0].phase == Phase::Pending {
@@ -1121,26 +1145,37 @@ impl Machine {
     /// attempt runs if this is its container and the retry still may, the last result stands
     /// otherwise.
     fn resume_retry(&mut self, i: usize, now: u64, out: &mut Vec<Action>) {
-        let own = self.nodes[i]
-            .leaf
-            .as_ref()
-            .is_some_and(|l| l.container == self.group);
+        let container = self.nodes[i].leaf.as_ref().map_or(0, |l| l.container);
+        let own = container == self.group;
         let next = self.st[i].attempt + 1;
+        let last_failed = self.st[i]
+            .last
+            .is_some_and(|s| Status::from(s).is_failure());
+        let never_began = |reason: String| Entry::End {
+            node: i,
+            status: Status::Aborted,
+            code: None,
+            ms: 0,
+            attempt: next,
+            fin: true,
+            reason: Some(reason),
+        };
         if own && self.aborted {
-            let e = Entry::End {
-                node: i,
-                status: Status::Aborted,
-                code: None,
-                ms: 0,
-                attempt: next,
-                fin: true,
-                reason: Some(format!("aborted before attempt {next} started")),
-            };
-            self.commit(e, out);
+            self.commit(
+                never_began(format!("aborted before attempt {next} started")),
+                out,
+            );
         } else if own && self.timed_out_scope(i, now, out).is_none() {
             self.launch(i, next, now, out);
-        } else {
+        } else if last_failed || own {
+            // No more attempts may run (its group timed out), or its container ended after a
+            // failed attempt: that failure is the step's result.
             self.commit(Entry::Settle { node: i }, out);
+        } else {
+            // Its container ended after a passed attempt that more were to follow (`until:
+            // failed`): the attempts it owed never ran, which is no pass.
+            let why = format!("container {container} ended before attempt {next} began");
+            self.commit(never_began(why), out);
         }
     }
 }
@@ -1336,6 +1371,7 @@ mod tests {
             let mut m = Machine::new(s, group, "/bin/sh").unwrap();
             if let Some(f) = self.0.get(&group).cloned() {
                 let again = Disk::replay(&mut m, group, &f);
+                m.restarted();
                 return (m, again);
             }
             let mut again = Vec::new();
@@ -1909,8 +1945,9 @@ mod tests {
         );
     }
 
-    /// A restarted container continues its own journal: the killed step is aborted, the next
-    /// ones run, an attempt that never began runs now.
+    /// A restarted container continues its own journal: the killed step is aborted, an attempt
+    /// that never began runs now; and the workflow fails (a step could have cut the journal
+    /// and killed its init, to run again what had failed), so `passed` steps skip.
     #[test]
     fn a_restarted_container_continues_its_own_journal() {
         let s = spec(
@@ -1962,8 +1999,49 @@ mod tests {
         let r = run_on(&s, 0, &mut disk, None, ok);
         assert_eq!(
             r.log.join(" "),
-            "E:2=failed/1#1 S:2#2 E:2=passed/0#2 S:3#1 E:3=passed/0#1 D=passed!"
+            // Attempt 2 was owed: it runs; but a restart fails the workflow, so step 3 skips.
+            "E:2=failed/1#1 S:2#2 E:2=passed/0#2 E:3=skipped#0 D=failed!"
         );
+    }
+
+    /// A retried leaf whose container ended between two attempts: after a failed one, that
+    /// failure stands; after a passed one (`until: failed`, the attempts it owed never ran), it
+    /// is aborted, never a pass.
+    #[test]
+    fn owed_attempts_that_never_ran_are_no_pass() {
+        for (until, first, want) in [
+            ("passed", 1, "E:1=failed/1#1"),
+            ("failed", 0, "E:1=aborted#2"),
+        ] {
+            let s = spec(&format!(
+                r#"{{"version":1,"containers":[{{}},{{}}],"steps":[
+                {{"command":["x"],"container":0,"retry":{{"count":3,"until":"{until}"}}}},
+                {{"command":["ok"],"container":1,"condition":"always"}}]}}"#
+            ));
+            let outcome = |l: &Launch| match l.argv[0].as_str() {
+                "x" => Out::Exit(first),
+                _ => by_name(l),
+            };
+            let base = run_on(&s, 0, &mut Disk::default(), None, outcome);
+            let end1 = base.log.iter().position(|x| x.starts_with("E:1=")).unwrap();
+            let mut disk = Disk::default();
+            run_on(&s, 0, &mut disk, Some(base.emitted_at[end1]), outcome);
+            let r1 = run_on(&s, 1, &mut disk, None, outcome);
+            assert_eq!(
+                r1.log.last().map(String::as_str),
+                Some("D=failed!"),
+                "until {until}: {:?}",
+                r1.log
+            );
+            let (steps, _) =
+                read(&[base.records[..=end1].to_vec(), r1.records.clone()].concat()).unwrap();
+            assert_ne!(steps["1"], Status::Passed, "until {until}");
+            assert!(
+                r1.log.iter().any(|x| x == want) || base.log[end1] == want,
+                "until {until}: {:?}",
+                r1.log
+            );
+        }
     }
 
     /// The reason of the first end record container `group` prints when it starts from `disk`.
@@ -2047,7 +2125,9 @@ mod tests {
 
     #[test]
     fn a_taint_fails_the_workflow_and_says_why() {
-        let s = spec(r#"{"version":1,"steps":[{"command":["ok"]}]}"#);
+        let s = spec(
+            r#"{"version":1,"steps":[{"command":["ok"]},{"command":["ok"],"condition":"always"}]}"#,
+        );
         let mut m = Machine::new(&s, 0, "/bin/sh").unwrap();
         let a = m.start(0, Some("state/journal.0: line 3 fails verification".into()));
         assert_eq!(
@@ -2055,6 +2135,18 @@ mod tests {
             Action::Journal(Entry::Taint {
                 reason: "state/journal.0: line 3 fails verification".into()
             })
+        );
+        // The workflow has failed: a `passed` step skips, an `always` one runs.
+        assert!(a.iter().any(|x| matches!(
+            x,
+            Action::Emit(Record::End {
+                status: Status::Skipped,
+                ..
+            })
+        )));
+        assert!(
+            matches!(a.last(), Some(Action::Spawn(l)) if l.step == "2"),
+            "{a:?}"
         );
         m.handle(Event::Spawned, 1);
         let a = m.handle(Event::Exited { code: 0 }, 2);

@@ -468,6 +468,12 @@ impl Supervisor {
             }
             // SAFETY: pfds[..n] are valid pollfds.
             let r = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, timeout) };
+            if r < 0 && Errno::last().0 != libc::EINTR {
+                // poll refused (a step of our uid lowered our RLIMIT_NOFILE under the fds we
+                // poll: EINVAL, for ever): never spin, never hang; look at everything, 10 ms apart.
+                self.look_without_poll(c, timeout, gone);
+                continue;
+            }
             if r <= 0 {
                 continue;
             }
@@ -491,10 +497,30 @@ impl Supervisor {
                 let framed = self.framers[s.which].user_bytes(&self.buf[..n], &mut self.scratch);
                 let _ = sys::write_all(1 + s.which as libc::c_int, framed);
             }
+            // Nothing there yet (see look_without_poll).
+            Err(Errno(libc::EAGAIN)) => {}
             _ => {
                 sys::close(s.fd);
                 c.streams.remove(idx);
             }
+        }
+    }
+
+    /// What `wait` does when poll cannot: sleeps a little, then reads every stream (made
+    /// non-blocking) and the signals, whatever is there.
+    fn look_without_poll(&mut self, c: &mut Child, timeout: i32, gone: bool) {
+        let ms = if timeout < 0 { 10 } else { timeout.min(10) };
+        sys::sleep_ms(ms as u64);
+        for i in (0..c.streams.len()).rev() {
+            // SAFETY: fcntl on our own fd.
+            unsafe {
+                let fl = libc::fcntl(c.streams[i].fd, libc::F_GETFL);
+                libc::fcntl(c.streams[i].fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+            }
+            self.relay(c, i);
+        }
+        if !gone {
+            self.on_signals(c);
         }
     }
 

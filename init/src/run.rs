@@ -107,13 +107,6 @@ pub fn load_spec(path: &Path) -> Result<Spec, String> {
     Ok(spec)
 }
 
-fn os_err(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => sys::Errno(n).to_string(),
-        None => e.to_string(),
-    }
-}
-
 /// The program for `shell` steps when the spec names none: /bin/sh, else the `sh` that
 /// `init setup` put beside the init.
 fn default_shell() -> String {
@@ -172,6 +165,7 @@ pub fn run(args: &[OsString]) -> i32 {
     sup.learn_ignored_signals();
     sup.use_vfork();
     sup.guard_terminal();
+    let termination_log = TerminationLog::open(o.termination_log.as_deref());
     let (journal, taint) = match &o.state {
         None => {
             m.without_state();
@@ -189,7 +183,7 @@ pub fn run(args: &[OsString]) -> i32 {
                     for r in &opened.reprint {
                         sup.emit(r);
                     }
-                    (Some(opened.journal), opened.taint)
+                    (opened.journal, opened.taint)
                 }
                 Err(e) => {
                     sys::eprint_line(&e.0);
@@ -209,6 +203,9 @@ pub fn run(args: &[OsString]) -> i32 {
         Some(d) => d.parent().map(|p| p.join("home")),
         None => init_dir().map(|d| d.join("home")),
     };
+    // No journal of ours (it could not be made; the taint says why): the steps still run and
+    // are reported, and an intermediate container then exits 3, so the pod stops.
+    let state_error = o.state.is_some() && journal.is_none();
     let mut d = Driver {
         sup: &mut sup,
         journal,
@@ -226,7 +223,7 @@ pub fn run(args: &[OsString]) -> i32 {
         child: None,
         deadline: None,
         stop_signal: libc::SIGTERM,
-        state_error: false,
+        state_error,
     };
     let mut actions = m.start(sys::now_ms(), taint);
     loop {
@@ -253,7 +250,9 @@ pub fn run(args: &[OsString]) -> i32 {
                     actions.extend(m.handle(ev, sys::now_ms()));
                 }
                 Action::Exit(code) => {
-                    write_summary(&m, o.group, o.termination_log.as_deref());
+                    if let Some(t) = &termination_log {
+                        t.write(&m, o.group);
+                    }
                     if d.state_error && code == 0 && !m.is_last() {
                         // The next container could not continue from our state: say so.
                         return EXIT_STATE;
@@ -523,30 +522,73 @@ fn private_dir(dir: &Fd, name: &str, owner: Owner) -> bool {
     fs::fstat(fd.0).is_ok_and(|st| st.st_uid == owner.uid)
 }
 
-fn write_summary(m: &Machine, group: u32, path: Option<&Path>) {
-    let (path, explicit) = match path {
-        Some(p) => (p, true),
-        None => (Path::new(DEFAULT_TERMINATION_LOG), false),
-    };
-    // Outside Kubernetes the default file is absent: nothing to do, nothing to say.
-    if !explicit && !path.exists() {
-        return;
+/// The termination-message file, opened before any step runs: a step could lower our
+/// RLIMIT_NOFILE so that it cannot be opened later (leaving a summary the step wrote there), or
+/// plant a FIFO (an open would block) or a symlink at an explicit path. Opened non-blocking,
+/// without following a link, only if regular; created when the path is explicit.
+struct TerminationLog {
+    fd: Fd,
+    path: PathBuf,
+}
+
+impl TerminationLog {
+    fn open(path: Option<&Path>) -> Option<TerminationLog> {
+        let (path, explicit) = match path {
+            Some(p) => (p, true),
+            None => (Path::new(DEFAULT_TERMINATION_LOG), false),
+        };
+        let create = if explicit { libc::O_CREAT } else { 0 };
+        let flags = libc::O_WRONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW | create;
+        let fd = match fs::open_at(libc::AT_FDCWD, path, flags, 0o644) {
+            Ok(fd) => fd,
+            // Outside Kubernetes the default file is absent: nothing to do, nothing to say.
+            Err(sys::Errno(libc::ENOENT)) if !explicit => return None,
+            Err(e) => {
+                sys::eprint_line(&format!(
+                    "{}: cannot open the termination log: {e}",
+                    path.display()
+                ));
+                return None;
+            }
+        };
+        match fs::fstat(fd.0) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => Some(TerminationLog {
+                fd,
+                path: path.to_path_buf(),
+            }),
+            _ => {
+                sys::eprint_line(&format!(
+                    "{}: the termination log is not a regular file: not written",
+                    path.display()
+                ));
+                None
+            }
+        }
     }
-    let steps = m
-        .reported()
-        .map(|(id, status, code)| StepResult {
-            id: id.to_string(),
-            status,
-            code,
-        })
-        .collect();
-    let s = Summary::new(group, m.is_last(), m.workflow_status(), steps);
-    if let Err(e) = std::fs::write(path, s.encode()) {
-        sys::eprint_line(&format!(
-            "{}: cannot write summary: {}",
-            path.display(),
-            os_err(&e)
-        ));
+
+    /// Replaces the file's content with the summary of what this init reported.
+    fn write(&self, m: &Machine, group: u32) {
+        let steps = m
+            .reported()
+            .map(|(id, status, code)| StepResult {
+                id: id.to_string(),
+                status,
+                code,
+            })
+            .collect();
+        let s = Summary::new(group, m.is_last(), m.workflow_status(), steps).encode();
+        // SAFETY: our fd; pwrite at 0 after the truncation: whatever a step wrote there is gone.
+        let r = unsafe {
+            libc::ftruncate(self.fd.0, 0);
+            libc::pwrite(self.fd.0, s.as_ptr().cast(), s.len(), 0)
+        };
+        if r != s.len() as isize {
+            sys::eprint_line(&format!(
+                "{}: cannot write summary: {}",
+                self.path.display(),
+                sys::Errno::last()
+            ));
+        }
     }
 }
 

@@ -169,14 +169,17 @@ pub fn write_all(fd: libc::c_int, mut data: &[u8]) -> Result<(), Errno> {
                 continue;
             }
             if e.0 == libc::EAGAIN {
-                // Our stdout was made non-blocking by someone sharing it: wait until writable.
+                // Our stdout was made non-blocking by someone sharing it: wait until writable
+                // (or a millisecond, where poll is refused: RLIMIT_NOFILE lowered to 0).
                 let mut p = libc::pollfd {
                     fd,
                     events: libc::POLLOUT,
                     revents: 0,
                 };
                 // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut p, 1, -1) };
+                if unsafe { libc::poll(&mut p, 1, -1) } < 0 {
+                    sleep_ms(1);
+                }
                 continue;
             }
             return Err(e);
@@ -234,4 +237,14 @@ pub fn proc_is_ours() -> bool {
     procfs
         && std::fs::read_link("/proc/self")
             .is_ok_and(|p| p.as_os_str().as_encoded_bytes() == getpid().to_string().as_bytes())
+}
+
+/// Sleeps `ms` milliseconds (signals stay blocked: nothing interrupts it but their arrival).
+pub fn sleep_ms(ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: valid timespec; an early return (EINTR) is fine.
+    unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
 }
