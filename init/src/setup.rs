@@ -391,8 +391,23 @@ fn setup(dir: &Path, spec_path: Option<&Path>, spec: Option<&Spec>) -> Result<()
         fd,
         path: dir.to_path_buf(),
     };
-    // The volume's root stays traversable by everyone (0755): it only holds read-only files and
-    // the directories below, which carry the real permissions.
+    // The volume's root is root's, 0755: it holds the init every later container runs (with
+    // the state key in its environment) and the shell, so no step may replace them; the
+    // directories below carry the shared permissions. An emptyDir comes 0777 (2777 with
+    // fsGroup): a setup that is not root cannot fix that, and says so (mount the volume
+    // read-only in the step containers, as stepctl does).
+    // SAFETY: our own directory fd.
+    let fixed = unsafe { libc::fchown(root.fd, 0, 0) == 0 && libc::fchmod(root.fd, 0o755) == 0 };
+    if !fixed {
+        let open = crate::fs::fstat(root.fd).is_ok_and(|st| st.st_mode & 0o022 != 0);
+        if open {
+            sys::eprint_line(&format!(
+                "{}: writable by other users, and setup cannot change that ({}): a step could replace the init; mount it read-only in the step containers",
+                dir.display(),
+                Errno::last()
+            ));
+        }
+    }
     let exe = std::fs::File::open("/proc/self/exe")
         .map_err(|e| format!("/proc/self/exe: cannot open the running init: {e}"))?;
     root.write_file("init", 0o555, exe)?;
@@ -822,5 +837,30 @@ mod tests {
         r.unwrap();
         assert_eq!(uid.unwrap(), 4021);
         assert!(!missing.exists());
+    }
+
+    /// An emptyDir comes 0777: setup makes the volume's root root's own 0755, so no step can
+    /// replace the init that later containers run with the state key (a step did, and the key
+    /// and the result were its).
+    #[test]
+    fn the_volume_root_becomes_roots_own() {
+        let Some(base) = root_scratch_dir("setupvol") else {
+            return;
+        };
+        let vol = base.join("vol");
+        std::fs::create_dir(&vol).unwrap();
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::chown(&vol, Some(1000), Some(1000)).unwrap();
+        setup(&vol, None, None).unwrap();
+        let st = std::fs::metadata(&vol).unwrap();
+        assert_eq!((st.uid(), st.gid(), st.mode() & 0o7777), (0, 0, 0o755));
+        let ok = as_user(
+            1000,
+            1000,
+            &format!("mv {0}/init {0}/x || cp /bin/true {0}/init", vol.display()),
+        );
+        assert!(!ok, "uid 1000 replaced the init");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }
