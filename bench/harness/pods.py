@@ -49,13 +49,20 @@ def pod_yaml(name, variant, n):
     if variant == "isolated":
         spec["containers"] = [{"name": f"c{i}"} for i in range(n)]
     # Volume names are per pod: podman kube play shares emptyDir volumes between pods by name.
-    shared = f"{name}-shared"
+    shared, state, home = f"{name}-shared", f"{name}-state", f"{name}-home"
     key = os.urandom(32).hex()
-    mounts = [{"name": shared, "mountPath": SHARED},
-              {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}]
+
+    def mounts(setup):
+        # As stepctl lays pods out: the steps only read the shared volume; the state and the
+        # HOMEs are volumes of their own inside it.
+        return [{"name": shared, "mountPath": SHARED, "readOnly": not setup},
+                {"name": state, "mountPath": f"{SHARED}/state"},
+                {"name": home, "mountPath": f"{SHARED}/home"},
+                {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}]
 
     def ctr(cname, image, command):
-        return {"name": cname, "image": image, "command": command, "volumeMounts": mounts}
+        return {"name": cname, "image": image, "command": command,
+                "volumeMounts": mounts(cname == "setup")}
 
     def group(i):
         c = ctr(f"c{i}", STEP_IMAGE, [f"{SHARED}/init", "run", f"{SPEC_DIR}/spec.json",
@@ -81,7 +88,8 @@ def pod_yaml(name, variant, n):
             "restartPolicy": "Never",
             "initContainers": ctrs[:-1],
             "containers": ctrs[-1:],
-            "volumes": [{"name": shared, "emptyDir": {}},
+            "volumes": [{"name": shared, "emptyDir": {}}, {"name": state, "emptyDir": {}},
+                        {"name": home, "emptyDir": {}},
                         {"name": "spec", "configMap": {"name": f"{name}-spec"}}],
         },
     }
@@ -120,7 +128,7 @@ def play_once(pm, work, variant, n, timeout):
                 "step_times": stamps}
     finally:
         pm("pod", "rm", "-f", "-t", "0", name, check=False, timeout=60)
-        for volume in (f"{name}-spec", f"{name}-shared"):
+        for volume in (f"{name}-spec", f"{name}-shared", f"{name}-state", f"{name}-home"):
             pm("volume", "rm", "-f", volume, check=False, timeout=60)
 
 

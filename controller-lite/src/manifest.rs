@@ -1,7 +1,10 @@
 //! Kubernetes manifests for a plan: a ConfigMap carrying the spec, and a Pod or a Job.
 //!
-//! Layout of the pod (every container mounts the same three volumes):
-//! - `stepinit` (emptyDir) at `/stepinit`: the init copied by setup, the shell, the state;
+//! Layout of the pod (every container mounts the same five volumes):
+//! - `stepinit` (emptyDir) at `/stepinit`: the init copied by setup and the shell, read-only
+//!   in every step container (no step may replace the init later containers run with the key);
+//! - `stepinit-state` and `stepinit-home` (emptyDirs) at `/stepinit/state` and `/stepinit/home`:
+//!   the state journals and the HOMEs, writable;
 //! - `stepinit-spec` (the ConfigMap) at `/stepinit-spec`, read-only: `spec.json`;
 //! - `workspace` (emptyDir) at `/data`: the directory steps share (Testkube's convention).
 //!
@@ -222,18 +225,48 @@ fn restrict(
     Ok(sc)
 }
 
-/// Names of the three volumes: stepinit, stepinit-spec, workspace.
-fn volume_names(o: &BuildOptions) -> [String; 3] {
+/// The pod's volumes, by role (names prefixed with the pod's when `unique_volumes`).
+struct Volumes {
+    /// The init and shell setup copies, at [`SHARED_DIR`]: read-only in every step container,
+    /// so no step can replace the init that later containers run with the state key.
+    stepinit: String,
+    /// The state journals, at `SHARED_DIR/state` (writable: each init appends its own).
+    state: String,
+    /// The HOMEs setup prepares, at `SHARED_DIR/home`.
+    home: String,
+    /// The ConfigMap with the spec, at [`SPEC_DIR`], read-only.
+    spec: String,
+    /// The directory the steps share, at [`WORKSPACE_DIR`].
+    workspace: String,
+}
+
+fn volume_names(o: &BuildOptions) -> Volumes {
     let p = if o.unique_volumes {
         format!("{}-", o.name)
     } else {
         String::new()
     };
-    [
-        format!("{p}stepinit"),
-        format!("{p}stepinit-spec"),
-        format!("{p}workspace"),
-    ]
+    Volumes {
+        stepinit: format!("{p}stepinit"),
+        state: format!("{p}stepinit-state"),
+        home: format!("{p}stepinit-home"),
+        spec: format!("{p}stepinit-spec"),
+        workspace: format!("{p}workspace"),
+    }
+}
+
+/// The volume names `unique_volumes` gives a pod called `name` (for removing them after it).
+pub fn pod_volumes(name: &str) -> Vec<String> {
+    let v = volume_names(&BuildOptions {
+        kind: Kind::Pod,
+        restricted: false,
+        init_image: String::new(),
+        name: name.to_string(),
+        annotations: BTreeMap::new(),
+        unique_volumes: true,
+        state_key: StateKey::Inline(String::new()),
+    });
+    vec![v.stepinit, v.state, v.home, v.spec, v.workspace]
 }
 
 /// The setup container's securityContext: the workflow's hardening (capabilities, seccomp,
@@ -260,11 +293,15 @@ fn setup_security_context(
     Ok((!sc.is_empty()).then_some(sc))
 }
 
-fn mounts(v: &[String; 3], extra: &[Value]) -> Vec<Value> {
+/// Every container's mounts: setup writes the shared volume, the steps only read it (the state
+/// and HOMEs are volumes of their own, mounted inside it).
+fn mounts(v: &Volumes, setup: bool, extra: &[Value]) -> Vec<Value> {
     let mut m = vec![
-        json!({"name": v[0], "mountPath": SHARED_DIR}),
-        json!({"name": v[1], "mountPath": SPEC_DIR, "readOnly": true}),
-        json!({"name": v[2], "mountPath": WORKSPACE_DIR}),
+        json!({"name": v.stepinit, "mountPath": SHARED_DIR, "readOnly": !setup}),
+        json!({"name": v.state, "mountPath": format!("{SHARED_DIR}/state")}),
+        json!({"name": v.home, "mountPath": format!("{SHARED_DIR}/home")}),
+        json!({"name": v.spec, "mountPath": SPEC_DIR, "readOnly": true}),
+        json!({"name": v.workspace, "mountPath": WORKSPACE_DIR}),
     ];
     m.extend(extra.iter().cloned());
     m
@@ -294,7 +331,7 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Objects, 
         resources: None,
         security_context: setup_sc,
         env: Vec::new(),
-        volume_mounts: mounts(&vols, &[]),
+        volume_mounts: mounts(&vols, true, &[]),
     };
     let secret_name = format!("{}-state", o.name);
     let key_env = match &o.state_key {
@@ -345,7 +382,7 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Objects, 
             resources: c.config.resources.clone(),
             security_context: sc,
             env: vec![key_env.clone()],
-            volume_mounts: mounts(&vols, &c.config.volume_mounts),
+            volume_mounts: mounts(&vols, false, &c.config.volume_mounts),
         });
     }
     let spec_json = serde_json::to_string(&spec).expect("spec serializes");
@@ -395,9 +432,11 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Objects, 
         init_containers,
         containers: vec![last],
         volumes: vec![
-            json!({"name": vols[0], "emptyDir": {}}),
-            json!({"name": vols[1], "configMap": {"name": cm_name}}),
-            json!({"name": vols[2], "emptyDir": {}}),
+            json!({"name": vols.stepinit, "emptyDir": {}}),
+            json!({"name": vols.state, "emptyDir": {}}),
+            json!({"name": vols.home, "emptyDir": {}}),
+            json!({"name": vols.spec, "configMap": {"name": cm_name}}),
+            json!({"name": vols.workspace, "emptyDir": {}}),
         ],
     };
     let mut pod_spec = serde_json::to_value(&pod_spec).expect("pod spec serializes");
@@ -792,8 +831,9 @@ mod tests {
         assert_eq!(pod["metadata"]["labels"]["team"], "a");
         assert_eq!(pod["spec"]["serviceAccountName"], "runner");
         let vols = pod["spec"]["volumes"].as_array().unwrap();
-        assert_eq!(vols.len(), 4);
-        assert_eq!(vols[2]["emptyDir"]["medium"], "Memory");
+        assert_eq!(vols.len(), 6, "the five of stepctl and the workflow's own");
+        let ws = vols.iter().find(|v| v["name"] == "workspace").unwrap();
+        assert_eq!(ws["emptyDir"]["medium"], "Memory");
         let e = build(
             "kind: TestWorkflow\nmetadata: {name: t}\nspec:\n  pod: {containers: []}\n  steps: [{shell: a}]\n",
             Kind::Pod,

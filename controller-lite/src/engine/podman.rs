@@ -360,9 +360,8 @@ pub fn remove(pod: &str) -> Result<(), String> {
     if !o.status.success() {
         return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
     }
-    let vols: Vec<String> = ["stepinit", "stepinit-spec", "workspace"]
-        .iter()
-        .map(|v| format!("{pod}-{v}"))
+    let vols: Vec<String> = manifest::pod_volumes(pod)
+        .into_iter()
         .chain(std::iter::once(format!("{pod}-spec")))
         .collect();
     let _ = podman()

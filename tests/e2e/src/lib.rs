@@ -515,8 +515,15 @@ impl Pod {
         // podman 4.3 makes an emptyDir a *named* volume called after the pod's volume name,
         // shared with every other pod using that name and kept after `pod rm`: unique names.
         let (shared, workspace) = (format!("{name}-shared"), format!("{name}-workspace"));
+        // The state and the HOMEs are volumes of their own inside the shared one, which the
+        // steps only read (no step may replace the init), as stepctl lays pods out.
+        let (state, home) = (format!("{name}-state"), format!("{name}-home"));
+        // (Read-only only where setup ran first: it makes the mount points inside.)
+        let has_setup = init_ctrs.iter().any(|c| c.name == "setup");
         let mut volumes = vec![
             json!({"name": shared, "emptyDir": {}}),
+            json!({"name": state, "emptyDir": {}}),
+            json!({"name": home, "emptyDir": {}}),
             json!({"name": workspace, "emptyDir": {}}),
             json!({"name": "spec", "configMap": {"name": format!("{name}-spec")}}),
         ];
@@ -539,7 +546,9 @@ impl Pod {
                 "image": c.image,
                 "command": c.command,
                 "volumeMounts": [
-                    {"name": shared, "mountPath": SHARED},
+                    {"name": shared, "mountPath": SHARED, "readOnly": has_setup && c.name != "setup"},
+                    {"name": state, "mountPath": format!("{SHARED}/state")},
+                    {"name": home, "mountPath": format!("{SHARED}/home")},
                     {"name": workspace, "mountPath": WORKSPACE},
                     {"name": "spec", "mountPath": SPEC_DIR, "readOnly": true},
                     {"name": vol, "mountPath": "/dev/termination-log"},
@@ -725,7 +734,7 @@ impl Drop for Pod {
         // (ConfigMap and emptyDirs are named volumes in podman) and the host files.
         let limit = Duration::from_secs(60);
         podman_quiet(&["pod", "rm", "-f", "-t", "0", &self.name], limit);
-        for v in ["spec", "shared", "workspace"] {
+        for v in ["spec", "shared", "state", "home", "workspace"] {
             podman_quiet(
                 &["volume", "rm", "-f", &format!("{}-{v}", self.name)],
                 limit,

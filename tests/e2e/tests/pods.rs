@@ -361,7 +361,7 @@ fn handoff_runs_each_group_in_its_container_with_users_workdirs_and_a_shell_less
     }
 
     // The uids are all known: nothing on the shared volumes is world-writable.
-    for vol in ["shared", "workspace"] {
+    for vol in ["shared", "state", "home", "workspace"] {
         for (path, mode, uid, gid) in walk(&pod.volume_dir(vol)) {
             assert_eq!(
                 mode & 0o002,
@@ -1060,7 +1060,7 @@ fn the_documented_example_pod_is_valid_and_runs() {
     );
     assert_eq!(report.status("never"), Status::Skipped);
     assert_eq!(report.done(), (Status::Passed, true));
-    let summary = std::fs::read(pod.volume_dir("shared").join("state/summary.2")).unwrap();
+    let summary = std::fs::read(pod.volume_dir("state").join("summary.2")).unwrap();
     let s = Summary::decode(&summary).unwrap();
     assert_eq!((s.container, s.last, s.status), (2, true, Status::Passed));
 }
