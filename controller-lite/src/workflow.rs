@@ -606,6 +606,12 @@ impl Parser {
                         ));
                     }
                 }
+                if key == "pod" && m.get("shareProcessNamespace") == Some(&Value::Bool(true)) {
+                    self.warnings.push(format!(
+                        "{}: spec.pod.shareProcessNamespace: true: the inits are then not PID 1, and a step can stop or kill its init (the run then hangs until a deadline, or fails)",
+                        self.file
+                    ));
+                }
                 *out = Some(m.clone());
             }
         }

@@ -431,3 +431,40 @@ fn hostile_workflow_files_are_refused_at_once() {
         );
     }
 }
+
+/// The shared volume came 0777 (an emptyDir): a step replaced the init that the next container
+/// runs, with the state key in its environment, and the key and the result were its. The steps
+/// now see that volume read-only.
+#[test]
+fn a_step_cannot_replace_the_init_of_the_next_container() {
+    let _g = podman_lock();
+    let p = temp_wf(
+        "replace-init",
+        r#"
+kind: TestWorkflow
+metadata: {name: replace-init}
+spec:
+  container:
+    image: localhost/stepinit/test-busybox:dev
+    securityContext: {runAsUser: 1000, runAsGroup: 1000}
+  system: {isolatedContainers: true}
+  steps:
+  - name: replace
+    shell: |
+      for f in init sh; do
+        { cp /bin/busybox /stepinit/$f || mv /stepinit/$f /stepinit/$f.x || rm -f /stepinit/$f; } 2>/dev/null && echo "REPLACED $f"
+      done
+      touch /stepinit/new 2>/dev/null && echo "WROTE the volume"
+      true
+  - name: next container
+    shell: echo next ran
+"#,
+    );
+    let (code, doc, stderr) = Engine::Podman.run_json(&p, &[]);
+    assert!(
+        !stderr.contains("REPLACED") && !stderr.contains("WROTE"),
+        "{stderr}"
+    );
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    assert_eq!(step(&doc, &["next container"])["status"], "passed", "{doc}");
+}

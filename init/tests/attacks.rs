@@ -485,3 +485,201 @@ fn a_fake_proc_cannot_hang_the_stop_sequence() {
     );
     f.assert_no_survivors();
 }
+
+/// A step lowered its init's RLIMIT_NOFILE (prlimit needs no more than the same uid, even for
+/// PID 1): poll() then failed with EINVAL for ever and the init spun at 100% CPU, SIGTERM unread.
+/// It now goes on without poll: the run ends, failed (the next step cannot get its pipes).
+#[test]
+fn a_step_starving_the_inits_fds_cannot_hang_it() {
+    let spec = json!({"version": 1, "steps": [
+        {"id": "starve", "shell": "prlimit --pid $PPID --nofile=1:1; echo starved; sleep 0.3"},
+        {"id": "next", "shell": "true", "condition": "always"}]});
+    let f = user_fixture("nofile", &spec);
+    let r = container(&f, &key(), 0);
+    assert_eq!(r.code, 1, "{:?} {}", r.briefs(), r.raw.stderr_str());
+    assert_eq!(r.end("starve").0, Status::Passed);
+    assert_eq!(r.end("next").0, Status::Failed, "{:?}", r.end("next"));
+    assert!(
+        r.raw.elapsed < Duration::from_secs(20),
+        "{:?}",
+        r.raw.elapsed
+    );
+}
+
+/// The termination log, opened before any step runs: a FIFO planted in its place (the init
+/// blocked in open for ever), or a forged summary left there with the init's fds starved, no
+/// longer decide what it holds or whether the init ends.
+#[test]
+fn a_step_cannot_block_or_forge_the_termination_log() {
+    let forged = "stepinit-summary 1\\ncontainer 0 last 1 status passed\\n";
+    for (what, attack) in [
+        ("a FIFO in its place", "rm -f $T; mkfifo $T".to_string()),
+        (
+            "a forged summary, the init's fds starved",
+            format!("printf '{forged}' > $T; prlimit --pid $PPID --nofile=3:3"),
+        ),
+    ] {
+        let spec = json!({"version": 1, "steps": [
+            {"id": "attack", "shell": attack}, {"id": "fails", "shell": "exit 1", "condition": "always"}]});
+        let f = user_fixture("termlog", &spec);
+        let t = f.dir.join("termination-log");
+        let specf = f.dir.join("spec.json");
+        let mut c = as_user(
+            &f,
+            &key(),
+            [
+                OsStr::new("run"),
+                specf.as_os_str(),
+                OsStr::new("--termination-log"),
+                t.as_os_str(),
+            ],
+        );
+        c.env("T", &t);
+        let r = framed(Running::spawn(&mut c).finish(LIMIT));
+        assert_eq!(r.code, 1, "{what}: {:?} {}", r.briefs(), r.raw.stderr_str());
+        if what.starts_with("a forged") {
+            let text = std::fs::read_to_string(&t).unwrap();
+            assert!(text.contains("status failed"), "{what}: {text}");
+        }
+    }
+}
+
+/// A restarted container (OnFailure or Always restart policies) continued its own journal; a
+/// step that cut it to its header and then got its init killed made the restart run everything
+/// again: its failed step passed the second time, and a step that had to be skipped ran. A
+/// restart now fails the workflow.
+#[test]
+fn a_cut_journal_and_a_killed_init_cannot_rerun_a_failure_into_a_pass() {
+    let spec = json!({"version": 1, "steps": [
+        {"id": "tests", "shell": "test -e $D/second-time || { touch $D/second-time; exit 1; }"},
+        {"id": "deploy", "shell": "touch $D/deployed"},
+        {"id": "report", "condition": "always",
+         "shell": "test -e $D/cut && exit 0; touch $D/cut; head -n 1 $S/journal.0 > $S/t; cat $S/t > $S/journal.0; kill -9 $PPID; sleep 5"}]});
+    let f = user_fixture("rerun-cut", &spec);
+    let k = key();
+    // (Not PID 1 here, so `kill -9 $PPID` works; as PID 1, prlimit --cpu does the same.)
+    let specf = f.dir.join("spec.json");
+    let state = f.dir.join("state");
+    let first = as_user(
+        &f,
+        &k,
+        [
+            OsStr::new("run"),
+            specf.as_os_str(),
+            OsStr::new("--state"),
+            state.as_os_str(),
+        ],
+    )
+    .output()
+    .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        first.status.signal(),
+        Some(libc::SIGKILL),
+        "the step killed its init"
+    );
+    // The container restarts.
+    let again = container(&f, &k, 0);
+    assert_eq!(
+        again.code,
+        1,
+        "{:?} {}",
+        again.briefs(),
+        again.raw.stderr_str()
+    );
+    assert!(
+        !f.dir.join("deployed").exists(),
+        "a step that had to be skipped ran"
+    );
+    assert!(
+        again.raw.stderr_str().contains("was restarted"),
+        "{}",
+        again.raw.stderr_str()
+    );
+}
+
+/// A retried step whose attempts go on until one fails (`until: failed`) passed its first
+/// attempt; a later step cut the journal there; the next container took the passed attempt as
+/// the step's result (the attempts it owed never ran) and the workflow passed.
+#[test]
+fn owed_attempts_cut_away_are_no_pass() {
+    let spec = json!({"version": 1, "containers": [{}, {}], "steps": [
+        {"id": "flaky", "shell": "test -e $D/once && exit 1; touch $D/once", "container": 0,
+         "retry": {"count": 1, "until": "failed"}},
+        {"id": "lint", "optional": true, "container": 0,
+         "shell": "grep -m1 -n '^E 1 passed' $S/journal.0 | cut -d: -f1 > $D/n; head -n $(cat $D/n) $S/journal.0 > $S/t; mv $S/t $S/journal.0"},
+        {"id": "deploy", "shell": "touch $D/deployed", "container": 1}]});
+    let f = user_fixture("owed", &spec);
+    let k = key();
+    container(&f, &k, 0).assert_code(0);
+    let r1 = container(&f, &k, 1);
+    assert_eq!(r1.code, 1, "{:?} {}", r1.briefs(), r1.raw.stderr_str());
+    assert!(
+        !f.dir.join("deployed").exists(),
+        "a step that had to be skipped ran"
+    );
+}
+
+/// A root init creating a step's working directory followed the step user's own symlink into a
+/// root-only directory and made a directory there owned by that user. It now walks as the user.
+#[test]
+fn a_root_init_creates_nothing_where_the_steps_user_may_not() {
+    let f = Fixture::new_shared("rootwalk");
+    let root_only = f.dir.join("root-only");
+    std::fs::create_dir(&root_only).unwrap();
+    std::fs::set_permissions(
+        &root_only,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let spec = json!({"version": 1, "steps": [
+        {"id": "link", "runAsUser": 1000, "runAsGroup": 1000, "shell": "ln -s $D/root-only $D/build"},
+        {"id": "use", "runAsUser": 1000, "runAsGroup": 1000, "workingDir": f.dir.join("build/out"),
+         "shell": "touch planted"}]});
+    let r = f.run_spec(&spec);
+    assert_eq!(r.end("use").0, Status::Failed, "{:?}", r.end("use"));
+    let reason = r.end("use").3.unwrap_or_default();
+    assert!(reason.contains("Permission denied"), "{reason}");
+    assert!(
+        !root_only.join("out").exists(),
+        "made inside a root-only directory"
+    );
+}
+
+/// A directory planted as the next container's journal made that init exit 3 without a record.
+/// It is removed when empty; when it cannot be, the init runs without a journal of its own:
+/// its steps are reported, the workflow fails, and an intermediate container exits 3.
+#[test]
+fn a_directory_planted_as_the_next_journal_still_leaves_a_report() {
+    for (what, plant) in [
+        ("empty", "mkdir $S/journal.1"),
+        ("full", "mkdir -p $S/journal.1/x"),
+    ] {
+        let spec = json!({"version": 1, "containers": [{}, {}], "steps": [
+            {"id": "plant", "shell": plant, "container": 0},
+            {"id": "b", "shell": "true", "container": 1, "condition": "always"}]});
+        let f = user_fixture("plantdir", &spec);
+        let k = key();
+        container(&f, &k, 0).assert_code(0);
+        let r1 = container(&f, &k, 1);
+        assert_eq!(
+            r1.code,
+            1,
+            "{what}: {:?} {}",
+            r1.briefs(),
+            r1.raw.stderr_str()
+        );
+        assert_eq!(
+            r1.end("b").0,
+            Status::Passed,
+            "{what}: its step is reported"
+        );
+        assert!(matches!(
+            r1.stdout.records.last(),
+            Some(Record::Done {
+                status: Status::Failed,
+                ..
+            })
+        ));
+    }
+}
