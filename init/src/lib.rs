@@ -22,3 +22,12 @@ pub fn cli_main(args: Vec<OsString>) -> i32 {
         _ => wrap::run(args),
     }
 }
+
+/// A fresh directory for a unit test, `$TMPDIR/stepinit-TAG-PID` (emptied first).
+#[cfg(test)]
+pub(crate) fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("stepinit-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

@@ -689,15 +689,15 @@ mod tests {
     }
 
     /// A fresh directory for a test that chowns, or None (said on stderr) when we are not root.
+    /// A scratch directory for a test that chowns: it needs root, and fails (never skips)
+    /// without.
     fn root_scratch_dir(name: &str) -> Option<PathBuf> {
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: needs root to chown");
-            return None;
-        }
-        let base = std::env::temp_dir().join(format!("stepinit-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
-        std::fs::create_dir_all(&base).unwrap();
-        Some(base)
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "this test chowns files: run it as root"
+        );
+        Some(crate::scratch_dir(name))
     }
 
     #[test]
