@@ -60,9 +60,9 @@ def pod_yaml(name, variant, n):
                 {"name": home, "mountPath": f"{SHARED}/home"},
                 {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}]
 
-    def ctr(cname, image, command):
+    def ctr(cname, image, command, volume_mounts=None):
         return {"name": cname, "image": image, "command": command,
-                "volumeMounts": mounts(cname == "setup")}
+                "volumeMounts": mounts(cname == "setup") if volume_mounts is None else volume_mounts}
 
     def group(i):
         c = ctr(f"c{i}", STEP_IMAGE, [f"{SHARED}/init", "run", f"{SPEC_DIR}/spec.json",
@@ -77,7 +77,9 @@ def pod_yaml(name, variant, n):
     elif variant == "isolated":
         ctrs = [setup] + [group(i) for i in range(n)]
     else:
-        ctrs = [ctr(f"c{i}", STEP_IMAGE, STEP) for i in range(n)]
+        # Nothing of the init's: its volume would be empty and read-only, with nowhere to mount
+        # the state and the HOMEs.
+        ctrs = [ctr(f"c{i}", STEP_IMAGE, STEP, volume_mounts=[]) for i in range(n)]
     configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{name}-spec"},
                  "data": {"spec.json": json.dumps(spec)}}
     pod = {
