@@ -92,7 +92,9 @@ fn decode(c: &mut Criterion) {
                 let mut on = |e: Event<'_>| match e {
                     Event::Output(b) => out += b.len(),
                     Event::Record(_) => recs += 1,
-                    Event::Invalid { reason } => panic!("invalid stream: {reason}"),
+                    Event::Invalid { reason } | Event::Unverified { reason } => {
+                        panic!("invalid stream: {reason}")
+                    }
                 };
                 for chunk in stream.chunks(CHUNK) {
                     d.feed(chunk, &mut on);

@@ -6,7 +6,53 @@
 use crate::report::{Collector, Live};
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
+use stepinit::auth::{spec_digest, Key, RecordTags};
+use stepinit_protocol::frame::Verifier;
 use stepinit_protocol::{Decoder, Event};
+
+/// What tells the records of a run's inits from anything else in their logs: the run's key,
+/// derived for the exact bytes of the spec the pod was given (see `init/src/auth.rs`). Only an
+/// init of this run, given this spec, signs records that verify.
+#[derive(Clone)]
+pub struct RecordAuth {
+    records: Key,
+    groups: u32,
+}
+
+impl RecordAuth {
+    /// `key_hex`: the state key (64 hex digits); `spec_bytes`: the spec as the inits read it.
+    pub fn new(key_hex: &str, spec_bytes: &[u8]) -> Result<RecordAuth, String> {
+        let key = Key::from_hex(key_hex.trim().as_bytes()).map_err(|e| format!("the key {e}"))?;
+        let groups = serde_json::from_slice::<stepinit_protocol::Spec>(spec_bytes)
+            .map_err(|e| format!("the spec is not one: {e}"))?
+            .container_count();
+        Ok(RecordAuth {
+            records: key.derive("records", &spec_digest(spec_bytes)),
+            groups: groups as u32,
+        })
+    }
+
+    /// Checks the stdout records of container `group`, in order.
+    pub fn verifier(&self, group: u32) -> Verifier {
+        let mut tags = RecordTags::new(&self.records, group);
+        Box::new(move |body, tag| tags.verify(body, tag))
+    }
+
+    /// Checks records of any of the run's containers, each in its order: for logs of several
+    /// containers given one after the other (`stepctl decode`).
+    pub fn any_verifier(&self) -> Verifier {
+        let mut tags: Vec<RecordTags> = (0..self.groups)
+            .map(|g| RecordTags::new(&self.records, g))
+            .collect();
+        Box::new(move |body, tag| tags.iter_mut().any(|t| t.verify(body, tag)))
+    }
+
+    /// For a stream that never carries records (stderr, the setup container): any record in
+    /// it is a forgery.
+    pub fn none() -> Verifier {
+        Box::new(|_, _| false)
+    }
+}
 
 /// Whether lines start with a timestamp to remove (`kubectl logs --timestamps`, `podman logs -t`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,6 +344,12 @@ impl Sink {
                 }
                 // Drawn by the ticker: steps shorter than a tick never flicker a status line.
             }
+            Event::Unverified { reason } => {
+                self.collector.unverified(&format!(
+                    "a {reason} on {}: not written by this run's init (forged?)",
+                    stream.as_str()
+                ));
+            }
             Event::Invalid { reason } => {
                 if !self.invalid.contains(&reason) {
                     self.invalid.push(reason);
@@ -365,6 +417,29 @@ impl StreamDecoder {
             fed: 0,
             done_seen: false,
         }
+    }
+
+    /// Records count only when `verify` accepts them (see [`RecordAuth`]).
+    pub fn verified(mut self, verify: Verifier) -> Self {
+        self.dec = Decoder::verifying(verify);
+        self
+    }
+
+    /// The two streams of container `group` (None: the setup container, which prints no
+    /// records), verified when there is `auth`.
+    pub fn pair(ts: Timestamps, auth: Option<&RecordAuth>, group: Option<u32>) -> [Self; 2] {
+        let mut d = [
+            StreamDecoder::new(Stream::Stdout, ts),
+            StreamDecoder::new(Stream::Stderr, ts),
+        ];
+        if let Some(a) = auth {
+            let [out, err] = d;
+            d = [
+                out.verified(group.map_or_else(RecordAuth::none, |g| a.verifier(g))),
+                err.verified(RecordAuth::none()),
+            ];
+        }
+        d
     }
 
     pub fn feed(&mut self, data: &[u8], sink: &Mutex<Sink>) {
@@ -454,9 +529,8 @@ fn cri_line(line: &[u8], out: &mut impl FnMut(Stream, &[u8])) {
     }
 }
 
-/// Reads `r` to its end, decoding as `stream`. Returns when the stream ends.
-pub fn pump(r: impl Read, stream: Stream, ts: Timestamps, sink: &Mutex<Sink>) {
-    let mut d = StreamDecoder::new(stream, ts);
+/// Reads `r` to its end into `d`. Returns when the stream ends.
+pub fn pump(r: impl Read, mut d: StreamDecoder, sink: &Mutex<Sink>) {
     pump_into(r, &mut d, 0, sink);
     d.finish(sink);
 }

@@ -14,4 +14,4 @@ pub mod plan;
 pub mod report;
 pub mod signals;
 pub mod workflow;
-pub mod yamlscan;
+pub mod yaml;

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use stepctl::engine::{self, EngineError, RunOptions};
-use stepctl::follow::{pump, Stream, Timestamps};
+use stepctl::follow::{pump, RecordAuth, Stream, StreamDecoder, Timestamps};
 use stepctl::manifest::{self, BuildOptions, Kind};
 use stepctl::plan::{self, ImageMeta, Plan};
 use stepctl::report::{self, Collector, Format, RunResult};
@@ -125,6 +125,13 @@ enum Cmd {
         /// Name of the workflow in the report.
         #[arg(long, default_value = "workflow")]
         name: String,
+        /// The run's state key (a file holding its 64 hex digits), with --spec: only records
+        /// its inits signed count, and anything else that decodes as one fails the report.
+        #[arg(long, value_name = "FILE", requires = "spec")]
+        key_file: Option<PathBuf>,
+        /// The spec.json the pod ran (its ConfigMap's), with --key-file.
+        #[arg(long, value_name = "FILE", requires = "key_file")]
+        spec: Option<PathBuf>,
     },
     /// Re-derive the results of a pod that still exists from its containers' logs.
     Status {
@@ -361,6 +368,8 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
             junit,
             timestamps,
             name,
+            key_file,
+            spec,
         } => {
             let (collector, name) = match &workflow {
                 Some(w) if w.as_os_str() == "-" => {
@@ -390,8 +399,24 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
                 TsKind::On => Timestamps::On,
                 TsKind::Off => Timestamps::Off,
             };
-            pump(std::io::stdin().lock(), Stream::Stdout, ts, &sink);
-            let r = engine::collect(&sink, &name, false, None, Vec::new());
+            let mut notes = Vec::new();
+            let d = StreamDecoder::new(Stream::Stdout, ts);
+            let d = match (&key_file, &spec) {
+                (Some(k), Some(s)) => {
+                    let read = |p: &PathBuf| {
+                        std::fs::read(p).map_err(|e| usage(format!("{}: {e}", p.display())))
+                    };
+                    let auth = RecordAuth::new(&String::from_utf8_lossy(&read(k)?), &read(s)?)
+                        .map_err(|e| usage(format!("--key-file/--spec: {e}")))?;
+                    d.verified(auth.any_verifier())
+                }
+                _ => {
+                    notes.push(engine::unverified_note("no --key-file and --spec"));
+                    d
+                }
+            };
+            pump(std::io::stdin().lock(), d, &sink);
+            let r = engine::collect(&sink, &name, false, None, notes);
             finish(&r, format, junit.as_deref(), false)
         }
         Cmd::Status {
@@ -406,7 +431,7 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
                 _ => None,
             };
             let sink = engine::make_sink(Collector::new(spec.as_ref()), format);
-            match kind {
+            let notes = match kind {
                 EngineKind::Podman => engine::podman::status(&pod, &sink)?,
                 EngineKind::Kubernetes => engine::kubernetes::status(&pod, &sink)?,
                 EngineKind::Local => {
@@ -414,10 +439,10 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
                         "status works on pods: use --engine podman or kubernetes",
                     ))
                 }
-            }
+            };
             // Pods are named WORKFLOW-SUFFIX (engine::run_name).
             let name = pod.rsplit_once('-').map_or(pod.as_str(), |(a, _)| a);
-            let r = engine::collect(&sink, name, false, None, Vec::new());
+            let r = engine::collect(&sink, name, false, None, notes);
             finish(&r, format, junit.as_deref(), false)
         }
     }

@@ -86,6 +86,13 @@ pub struct Objects {
 }
 
 impl Objects {
+    /// The spec the inits read, byte for byte (what the run's record key is bound to).
+    pub fn spec_json(&self) -> &str {
+        self.config_map["data"]["spec.json"]
+            .as_str()
+            .unwrap_or_default()
+    }
+
     /// In the order to apply them.
     pub fn all(&self) -> Vec<&Value> {
         let mut v = vec![&self.config_map];

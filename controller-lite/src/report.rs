@@ -66,6 +66,8 @@ pub struct Collector {
     from_spec: bool,
     /// Top-level steps whose failure does not fail the workflow (from the spec).
     optional: std::collections::HashSet<String>,
+    /// The most attempts each leaf may have (from the spec: 1 + its retry count).
+    max_attempts: HashMap<String, u32>,
     /// Repeats dropped, contradictions found (the protocol's rule for several inits' records).
     attempts: Attempts,
     /// Records that contradict each other: the run cannot be trusted to have passed.
@@ -99,6 +101,10 @@ impl Collector {
                     c.insert(&id, parent);
                     if parent.is_none() && s.optional {
                         c.optional.insert(id.clone());
+                    }
+                    if s.steps.is_empty() {
+                        let retries = s.retry.as_ref().map_or(0, |r| r.count);
+                        c.max_attempts.insert(id.clone(), retries.saturating_add(1));
                     }
                     let a = c.acc.get_mut(&id).unwrap();
                     a.name = s.name.clone();
@@ -162,11 +168,21 @@ impl Collector {
     /// already seen is dropped when it is the same, and noted (the run cannot pass) when it says
     /// something else.
     pub fn on_record(&mut self, r: &Record) {
+        if let Record::Start { step, attempt, .. } = r {
+            if let Some(&max) = self.max_attempts.get(step) {
+                if *attempt > max {
+                    self.conflict(format!(
+                        "step {step} starts attempt {attempt}, but the spec allows {max}"
+                    ));
+                    return;
+                }
+            }
+        }
         match self.attempts.admit(r) {
             Ok(true) => {}
             Ok(false) => return,
             Err(c) => {
-                self.conflicts.push(c.0);
+                self.conflict(c.0);
                 return;
             }
         }
@@ -215,6 +231,17 @@ impl Collector {
         }
     }
 
+    fn conflict(&mut self, what: String) {
+        if !self.conflicts.contains(&what) {
+            self.conflicts.push(what);
+        }
+    }
+
+    /// A record that failed authentication (see `follow::RecordAuth`): the run cannot pass.
+    pub fn unverified(&mut self, what: &str) {
+        self.conflict(what.to_string());
+    }
+
     /// Whether the final (`last`) done record was seen.
     pub fn finished(&self) -> bool {
         matches!(self.done, Some((_, _, true)))
@@ -249,6 +276,18 @@ impl Collector {
                 notes.push(format!(
                     "the final record says passed, but step {} {}: the run failed",
                     s.name, s.status
+                ));
+                status = Status::Failed;
+            }
+            // Every step of a workflow that ran to its end was reported, run or skipped.
+            let unreported = self
+                .order
+                .iter()
+                .find(|id| self.acc.get(*id).is_some_and(|a| a.status.is_none()));
+            if let Some(id) = unreported.filter(|_| self.from_spec && status == Status::Passed) {
+                notes.push(format!(
+                    "the final record says passed, but step {} has no result: the run failed",
+                    self.name(id)
                 ));
                 status = Status::Failed;
             }
@@ -690,7 +729,7 @@ mod tests {
             attempt: 1,
         });
         c.on_record(&end("2.1", Status::Failed, Some(3), 1));
-        c.on_record(&end("3", Status::Skipped, None, 0));
+        c.on_record(&end_of("3", 0, Status::Skipped, None, 0));
         let r = c.result("x", false, None);
         assert_eq!(r.steps[0].id, "2");
         assert_eq!(r.steps[0].steps[0].name, "inner");
@@ -760,6 +799,99 @@ mod tests {
             "{:?}",
             r.notes
         );
+    }
+
+    /// What a review's forgeries relied on: ends of attempts that never started, an attempt
+    /// beyond the spec's retries, a pass with steps never reported, a record that fails
+    /// authentication.
+    #[test]
+    fn records_a_run_could_not_have_made_fail_it() {
+        let wf = crate::workflow::parse(
+            "c.yaml",
+            "kind: TestWorkflow\nmetadata: {name: t}\nspec: {steps: [{shell: a, retry: {count: 1}}, {shell: b}]}\n",
+        )
+        .unwrap();
+        let plan = crate::plan::plan(&wf, None).unwrap();
+        let done = Record::Done {
+            status: Status::Passed,
+            ms: 2,
+            last: true,
+            reason: None,
+        };
+        let run = |records: &[Record], unverified: bool| {
+            let mut c = Collector::new(Some(&plan.spec));
+            for r in records {
+                c.on_record(r);
+            }
+            if unverified {
+                c.unverified("a record whose authentication tag does not verify on stdout");
+            }
+            c.result("t", false, None)
+        };
+        let fine = [
+            start("1", 1),
+            end("1", Status::Failed, Some(1), 1),
+            start("1", 2),
+            end_of("1", 2, Status::Passed, Some(0), 1),
+            start("2", 1),
+            end("2", Status::Passed, Some(0), 1),
+            done.clone(),
+        ];
+        assert_eq!(run(&fine, false).status, Status::Passed);
+        let r = run(&fine, true);
+        assert_eq!(r.status, Status::Failed);
+        assert!(
+            r.notes.iter().any(|n| n.contains("authentication")),
+            "{:?}",
+            r.notes
+        );
+        for (what, records) in [
+            (
+                "an end without its start",
+                vec![
+                    end("1", Status::Passed, Some(0), 1),
+                    start("2", 1),
+                    end("2", Status::Passed, Some(0), 1),
+                    done.clone(),
+                ],
+            ),
+            (
+                "an attempt the spec does not allow",
+                vec![
+                    start("1", 1),
+                    end("1", Status::Failed, Some(1), 1),
+                    start("1", 2),
+                    end_of("1", 2, Status::Failed, Some(1), 1),
+                    start("1", 3),
+                    end_of("1", 3, Status::Passed, Some(0), 1),
+                    start("2", 1),
+                    end("2", Status::Passed, Some(0), 1),
+                    done.clone(),
+                ],
+            ),
+            (
+                "a step never reported",
+                vec![
+                    start("1", 1),
+                    end("1", Status::Passed, Some(0), 1),
+                    done.clone(),
+                ],
+            ),
+            (
+                "a skip after a failure",
+                vec![
+                    start("1", 1),
+                    end("1", Status::Failed, Some(1), 1),
+                    end_of("1", 0, Status::Skipped, None, 0),
+                    start("2", 1),
+                    end("2", Status::Passed, Some(0), 1),
+                    done.clone(),
+                ],
+            ),
+        ] {
+            let r = run(&records, false);
+            assert_eq!(r.status, Status::Failed, "{what}: {:?}", r.notes);
+        }
     }
 
     #[test]

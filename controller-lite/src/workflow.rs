@@ -293,19 +293,22 @@ pub fn parse(file: &str, text: &str) -> R<Workflow> {
         warnings: Vec::new(),
         steps_seen: 0,
     };
-    // The YAML parser's cost grows with the square of the nesting: bounded first, in one pass.
-    crate::yamlscan::check(text).map_err(|what| p.err("", what))?;
-    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
-        p.err(
-            "",
-            format!("not valid YAML: {}", e.to_string().replace('\n', " ")),
-        )
-    })?;
-    if yaml.is_null() {
-        return Err(p.err("", "the file is empty (expected a TestWorkflow)"));
-    }
-    let root = p.to_json(&yaml, "")?;
-    let mut wf = p.workflow(&root)?;
+    // Bounded in nesting and in what aliases expand to (see crate::yaml).
+    let docs = crate::yaml::documents(text).map_err(|e| p.err("", e))?;
+    let root = match docs.as_slice() {
+        [] | [Value::Null] => return Err(p.err("", "the file is empty (expected a TestWorkflow)")),
+        [one] => one,
+        _ => {
+            return Err(p.err(
+                "",
+                format!(
+                    "holds {} YAML documents (expected one TestWorkflow)",
+                    docs.len()
+                ),
+            ))
+        }
+    };
+    let mut wf = p.workflow(root)?;
     wf.warnings = std::mem::take(&mut p.warnings);
     Ok(wf)
 }
@@ -322,7 +325,7 @@ pub fn load(path: &std::path::Path) -> R<Workflow> {
     };
     // At most one byte more than a workflow may have (the check in parse says it is too big),
     // and never a FIFO that would block: only what a regular file or a pipe gives.
-    let limit = crate::yamlscan::MAX_BYTES as u64 + 1;
+    let limit = crate::yaml::MAX_BYTES as u64 + 1;
     let read = if stdin {
         let mut s = String::new();
         std::io::Read::read_to_string(
@@ -370,51 +373,6 @@ impl Parser {
             path: path.to_string(),
             message: message.into(),
         }
-    }
-
-    fn to_json(&self, v: &serde_yaml_ng::Value, path: &str) -> R<Value> {
-        use serde_yaml_ng::Value as Y;
-        Ok(match v {
-            Y::Null => Value::Null,
-            Y::Bool(b) => Value::Bool(*b),
-            Y::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    Value::from(i)
-                } else if let Some(u) = n.as_u64() {
-                    Value::from(u)
-                } else {
-                    n.as_f64()
-                        .and_then(serde_json::Number::from_f64)
-                        .map(Value::Number)
-                        .ok_or_else(|| self.err(path, "number out of range"))?
-                }
-            }
-            Y::String(s) => Value::String(s.clone()),
-            Y::Sequence(items) => Value::Array(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, x)| self.to_json(x, &format!("{path}[{i}]")))
-                    .collect::<R<_>>()?,
-            ),
-            Y::Mapping(m) => {
-                let mut out = Map::new();
-                for (k, x) in m {
-                    let key = match k {
-                        Y::String(s) => s.clone(),
-                        Y::Number(n) => n.to_string(),
-                        Y::Bool(b) => b.to_string(),
-                        _ => return Err(self.err(path, "mapping keys must be strings")),
-                    };
-                    let child = self.to_json(x, &join(path, &key))?;
-                    out.insert(key, child);
-                }
-                Value::Object(out)
-            }
-            Y::Tagged(t) => {
-                return Err(self.err(path, format!("YAML tag {} is not supported", t.tag)))
-            }
-        })
     }
 
     /// The mapping at `path`, after checking that every key is allowed (or safely ignored).

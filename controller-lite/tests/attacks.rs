@@ -129,9 +129,14 @@ fn output_within(mut cmd: Command, limit: Duration) -> std::process::Output {
 
 /// stepctl as a non-root user on the local engine (the way most people run it).
 fn as_user_1000(workflow: &Path, extra: &[&str]) -> Command {
+    as_user_1000_with(Path::new(env!("CARGO_BIN_EXE_stepctl")), workflow, extra)
+}
+
+/// [`as_user_1000`] with the stepctl at `exe`.
+fn as_user_1000_with(exe: &Path, workflow: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new("setpriv");
     c.args(["--reuid", "1000", "--regid", "1000", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_stepctl"))
+        .arg(exe)
         .args(["run", "--output", "json"])
         .args(extra)
         .arg(workflow)
@@ -379,7 +384,8 @@ fn a_step_cannot_write_records_to_a_pods_terminal() {
 }
 
 /// Workflow files that cost the YAML parser quadratic time or unbounded memory (100,000 nested
-/// flow mappings: 67 s; 200,000 steps: 524 MB) are refused at once, with one line.
+/// flow mappings: 67 s; 200,000 steps: 524 MB; aliases: 6 GB from a 1 MB file) are refused at
+/// once, with one line.
 #[test]
 fn hostile_workflow_files_are_refused_at_once() {
     let head = "kind: TestWorkflow\nmetadata: {name: big}\nspec:\n  steps:\n";
@@ -392,6 +398,13 @@ fn hostile_workflow_files_are_refused_at_once() {
         .chain((0..25_000).map(|i| format!("  - shell: echo {i}\n")))
         .collect();
     let huge = format!("{head}  - shell: echo\n{}", "# padding\n".repeat(500_000));
+    // A review's: 1,000 aliases of an anchored 1 MiB string in a 2 MiB file (a terabyte with
+    // 1,000,000 of them under the size limit).
+    let aliases = format!(
+        "{head}  - shell: &s {}\n{}",
+        "x".repeat(1 << 20),
+        "  - shell: *s\n".repeat(1000)
+    );
     for (name, text, want) in [
         (
             "nested",
@@ -407,6 +420,11 @@ fn hostile_workflow_files_are_refused_at_once() {
             "huge",
             huge,
             "more than 4194304 bytes, the most a workflow file may have",
+        ),
+        (
+            "aliases",
+            aliases,
+            "not valid YAML: spec.steps[15].shell: the documents expand to more than 16777216 bytes (YAML aliases?) at line 5 column 12",
         ),
     ] {
         let p = temp_wf(&format!("hostile-{name}"), &text);
@@ -467,4 +485,100 @@ spec:
     );
     assert_eq!(code, 0, "{doc}\n{stderr}");
     assert_eq!(step(&doc, &["next container"])["status"], "passed", "{doc}");
+}
+
+/// A second review's attacks on the local engine run by a non-root user, whose steps run as
+/// that user and can write what it owns:
+/// - the run's spec.json (step 2 made the next container's steps `never` and its own `true`,
+///   and removed the journal: the next init started afresh and reported passed);
+/// - the stepctl binary itself (installed in the user's ~/.cargo/bin: step 2 put a script at
+///   its path, which the next container's launcher ran, with the key, printing records).
+///
+/// Both fail the run now, and the fake program never runs.
+#[test]
+fn a_non_root_step_cannot_rewrite_the_spec_or_replace_stepctl() {
+    assert!(
+        is_root(),
+        "this test runs stepctl as uid 1000: run it as root"
+    );
+    let dir = std::env::temp_dir().join(format!("stepctl-replace-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    let exe = dir.join("bin/stepctl");
+    std::fs::copy(env!("CARGO_BIN_EXE_stepctl"), &exe).unwrap();
+    let marker = dir.join("fake-ran");
+    for p in [&dir, &dir.join("bin"), &exe] {
+        std::os::unix::fs::chown(p, Some(1000), Some(1000)).unwrap();
+    }
+    let forged_spec = r#"{"version":1,"containers":[{},{},{}],"steps":[{"id":"1","command":["true"],"container":0,"condition":"never"},{"id":"2","command":["true"],"container":1,"condition":"never"},{"id":"3","name":"integration tests","command":["true"],"container":2}]}"#;
+    for (what, attack) in [
+        (
+            "the spec rewritten",
+            format!("cd \"$(dirname \"$PWD\")\" && printf '%s' '{forged_spec}' > spec.json && rm -f state/journal.*"),
+        ),
+        (
+            "stepctl replaced",
+            format!(
+                "printf '#!/bin/sh\\ntouch {m}\\necho \"$@\" >> {m}\\nexit 0\\n' > {e}.new && chmod +x {e}.new && mv {e}.new {e}",
+                m = marker.display(),
+                e = exe.display()
+            ),
+        ),
+    ] {
+        let p = temp_wf(
+            "replace",
+            &format!(
+                "kind: TestWorkflow\nmetadata: {{name: replace}}\nspec:\n  system: {{isolatedContainers: true}}\n  steps:\n  - name: tests\n    shell: exit 1\n  - name: attack\n    condition: always\n    shell: {}\n  - name: integration tests\n    shell: echo MUST-NOT-RUN\n",
+                serde_json::to_string(&attack).unwrap()
+            ),
+        );
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        std::fs::copy(env!("CARGO_BIN_EXE_stepctl"), &exe).unwrap();
+        std::os::unix::fs::chown(&exe, Some(1000), Some(1000)).unwrap();
+        let o = output_within(as_user_1000_with(&exe, &p, &[]), Duration::from_secs(60));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{what}: {e}: {}\n{stderr}", String::from_utf8_lossy(&o.stdout)));
+        assert_eq!(step(&doc, &["attack"])["status"], "passed", "{what}: the attack ran: {doc}\n{stderr}");
+        assert_eq!(o.status.code(), Some(1), "{what}: {doc}\n{stderr}");
+        assert_eq!(doc["status"], "failed", "{what}: {doc}");
+        assert_eq!(step(&doc, &["tests"])["status"], "failed", "{what}: {doc}");
+        assert_ne!(step(&doc, &["integration tests"])["status"], "passed", "{what}: {doc}");
+        assert!(!stderr.contains("MUST-NOT-RUN"), "{what}: {stderr}");
+        assert!(!marker.exists(), "{what}: the fake stepctl ran");
+        if what == "the spec rewritten" {
+            assert!(
+                doc["notes"].to_string().contains("authentication tag does not verify"),
+                "{what}: the next init's records are not this run's: {doc}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The local engine's steps shared the user's terminal as their controlling terminal: a step
+/// could open /dev/tty, print a fake report on it and push a command into the user's shell
+/// (TIOCSTI), which ran after stepctl exited (as root when stepctl ran as root). The inits now
+/// start in sessions of their own, without a terminal.
+#[test]
+fn a_local_step_cannot_reach_the_users_terminal() {
+    let p = temp_wf(
+        "tty-reach",
+        "kind: TestWorkflow\nmetadata: {name: tty-reach}\nspec:\n  steps:\n  - shell: if ( echo FAKE-REPORT > /dev/tty ) 2>/dev/null; then echo TTY-OPENED; else echo NO-TTY; fi\n",
+    );
+    // `script` gives stepctl a pseudo-terminal as its controlling terminal.
+    let cmd = format!("{} run {}", env!("CARGO_BIN_EXE_stepctl"), p.display());
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("script (util-linux) runs");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("NO-TTY"), "{out}");
+    assert!(
+        !out.lines()
+            .any(|l| l.trim() == "TTY-OPENED" || l.trim() == "FAKE-REPORT"),
+        "{out}"
+    );
 }

@@ -302,22 +302,41 @@ fn text_output_is_plain_without_a_tty() {
 /// Runs the embedded init on the plan of `workflow` like the local engine does, returning the
 /// raw (framed) stdout of all groups concatenated: what `podman logs` of the containers shows.
 fn raw_logs(workflow: &Path) -> Vec<u8> {
+    raw_logs_with_key(workflow, None)
+}
+
+/// [`raw_logs`] of inits given the state key in `key` (a directory holding `key`, its 64 hex
+/// digits): their spec stays there as `spec.json`.
+fn raw_logs_with_key(workflow: &Path, key: Option<&Path>) -> Vec<u8> {
     let spec = stepctl().arg("plan").arg(workflow).output().unwrap();
     assert!(spec.status.success());
+    // Tests run in parallel: a directory of each call's own.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
-        "stepctl-raw-{}-{}",
+        "stepctl-raw-{}-{}-{}",
         std::process::id(),
-        workflow.file_stem().unwrap().to_string_lossy()
+        workflow.file_stem().unwrap().to_string_lossy(),
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("state")).unwrap();
     let spec_path = dir.join("spec.json");
     std::fs::write(&spec_path, &spec.stdout).unwrap();
+    if let Some(k) = key {
+        std::fs::write(k.join("spec.json"), &spec.stdout).unwrap();
+    }
     let n: Value = serde_json::from_slice(&spec.stdout).unwrap();
     let groups = n["containers"].as_array().map(|c| c.len()).unwrap_or(1);
     let mut all = Vec::new();
     for g in 0..groups {
-        let o = stepctl()
+        let mut c = stepctl();
+        if let Some(k) = key {
+            c.env(
+                "STEPINIT_STATE_KEY",
+                std::fs::read_to_string(k.join("key")).unwrap(),
+            );
+        }
+        let o = c
             .args(["__init", "run"])
             .arg(&spec_path)
             .args(["--group", &g.to_string(), "--state"])
@@ -371,7 +390,13 @@ fn decode_reads_raw_logs_with_and_without_timestamps() {
         assert_eq!(doc["status"], "passed");
         assert_eq!(step(doc, &["smoke", "flaky"])["attempts"], 2);
         assert_eq!(step(doc, &["may-fail"])["status"], "timeout");
-        assert_eq!(doc["notes"], serde_json::json!([]), "{doc}");
+        assert_eq!(
+            doc["notes"],
+            serde_json::json!([
+                "records not authenticated (no --key-file and --spec): a step could have forged them"
+            ]),
+            "{doc}"
+        );
     }
     assert!(
         err2.contains("ping\n") && !err2.contains("2026-11-22T"),
@@ -385,6 +410,48 @@ fn decode_reads_raw_logs_with_and_without_timestamps() {
         doc["notes"].to_string().contains("final record is missing"),
         "{doc}"
     );
+}
+
+/// With the run's key and spec, `decode` takes only the records its inits signed: the logs of
+/// a run verify; a record added to them (what a step's stderr can make of merged logs, see
+/// controller-lite/tests/attacks.rs) fails the report.
+#[test]
+fn decode_verifies_records_with_the_key_and_the_spec() {
+    let dir = std::env::temp_dir().join(format!("stepctl-decode-key-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("key"), "ab".repeat(32)).unwrap();
+    let raw = raw_logs_with_key(&wf("conditions.yaml"), Some(&dir));
+    let key = dir.join("key");
+    let spec = dir.join("spec.json");
+    let args = [
+        "--key-file",
+        key.to_str().unwrap(),
+        "--spec",
+        spec.to_str().unwrap(),
+    ];
+    let (c, doc, err) = decode(&raw, &args);
+    assert_eq!(c, 0, "{doc}{err}");
+    assert_eq!(doc["notes"], serde_json::json!([]), "{doc}");
+    let mut forged = raw.clone();
+    forged.extend_from_slice(
+        b"\x1e{\"v\":1,\"t\":\"done\",\"status\":\"passed\",\"ms\":1,\"last\":true}\n",
+    );
+    let (c, doc, _) = decode(&forged, &args);
+    assert_eq!(c, 1, "{doc}");
+    assert!(
+        doc["notes"].to_string().contains("authentication tag"),
+        "{doc}"
+    );
+    // Another spec (a step that rewrote it): nothing verifies.
+    std::fs::write(
+        &spec,
+        b"{\"version\":1,\"steps\":[{\"command\":[\"true\"]}]}",
+    )
+    .unwrap();
+    let (c, _, _) = decode(&raw, &args);
+    assert_eq!(c, 1);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = back[0];
     }
     let _ = Record::decode_json(data);
+    let _ = stepinit_protocol::frame::split_mac(data);
     // Whatever a step prints, framed, decodes to exactly those bytes and no record.
     let mut framer = Framer::new();
     let mut scratch = Vec::new();
@@ -29,7 +30,9 @@ fuzz_target!(|data: &[u8]| {
     dec.feed(&framed, &mut |e| match e {
         Event::Output(b) => seen.extend_from_slice(b),
         Event::Record(_) => panic!("a step's bytes decoded as a record"),
-        Event::Invalid { .. } => panic!("a step's bytes framed invalidly"),
+        Event::Invalid { .. } | Event::Unverified { .. } => {
+            panic!("a step's bytes framed invalidly")
+        }
     });
     dec.finish(&mut |e| {
         if let Event::Output(b) = e {

@@ -1,6 +1,6 @@
 //! The state across containers: one append-only journal per container, `DIR/journal.N`, whose
-//! lines are the machine's [`Entry`]s, each authenticated by an HMAC chain under a key the steps
-//! never see.
+//! lines are the machine's [`Entry`]s, each authenticated by an HMAC chain under the run's key
+//! derived for "journal" and the spec (see [`crate::auth`]): steps never see it.
 //!
 //! ```text
 //! stepinit-journal 1 3f2a...-12 1 <tag>       header: format, spec fingerprint, container
@@ -21,17 +21,13 @@
 //! Files are read without following symlinks, without blocking (a planted FIFO), only if regular,
 //! with bounded lines; the memory a journal costs is bounded by the spec, not by the file.
 
+use crate::auth::{hex_val, Tagger as Chain, TAG};
+pub use crate::auth::{Key, KEY_ENV};
 use crate::fs::{self, Fd};
 use crate::machine::{Entry, Machine, State};
 use crate::sys::{self, Errno};
-use hmac::{Hmac, Mac as _};
-use sha2::Sha256;
 use std::path::{Path, PathBuf};
 use stepinit_protocol::{Record, Status};
-
-/// The environment variable that carries the key: 64 hex digits (32 bytes). The init removes it
-/// from every step's environment.
-pub const KEY_ENV: &str = "STEPINIT_STATE_KEY";
 
 /// First word of every journal.
 const MAGIC: &str = "stepinit-journal 1";
@@ -39,83 +35,6 @@ const MAGIC: &str = "stepinit-journal 1";
 /// The journal container `group` writes in the state directory.
 pub fn file_name(group: u32) -> String {
     format!("journal.{group}")
-}
-
-/// The key that authenticates the journals of one run.
-#[derive(Clone)]
-pub struct Key {
-    bytes: [u8; 32],
-    /// Given by the controller; without it the chain still detects damage, not forgery.
-    pub given: bool,
-}
-
-impl Key {
-    /// A key given as bytes (tests and fuzzers).
-    pub fn from_bytes(bytes: [u8; 32]) -> Key {
-        Key { bytes, given: true }
-    }
-
-    /// The key from [`KEY_ENV`], or the all-zero key (and `given: false`) when it is unset.
-    pub fn from_env() -> Result<Key, String> {
-        let Some(v) = std::env::var_os(KEY_ENV) else {
-            return Ok(Key {
-                bytes: [0; 32],
-                given: false,
-            });
-        };
-        let v = v.as_encoded_bytes();
-        let mut bytes = [0u8; 32];
-        if v.len() != 64 {
-            return Err(format!(
-                "{KEY_ENV}: must be 64 hex digits (32 bytes), got {} characters",
-                v.len()
-            ));
-        }
-        for (i, pair) in v.chunks(2).enumerate() {
-            match (hex_val(pair[0]), hex_val(pair[1])) {
-                (Some(h), Some(l)) => bytes[i] = h << 4 | l,
-                _ => return Err(format!("{KEY_ENV}: not hex digits")),
-            }
-        }
-        Ok(Key { bytes, given: true })
-    }
-}
-
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-const TAG: usize = 16;
-
-/// HMAC-SHA256 keyed once; each tag continues a copy of the keyed state.
-#[derive(Clone)]
-struct Chain {
-    keyed: Hmac<Sha256>,
-}
-
-impl Chain {
-    fn new(key: &Key) -> Chain {
-        Chain {
-            // HMAC takes keys of any length: this cannot fail.
-            keyed: <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(&key.bytes)
-                .unwrap_or_else(|_| unreachable!()),
-        }
-    }
-
-    fn tag(&self, prev: &[u8; TAG], body: &[u8]) -> [u8; TAG] {
-        let mut m = self.keyed.clone();
-        m.update(prev);
-        m.update(body);
-        let full = m.finalize().into_bytes();
-        let mut t = [0u8; TAG];
-        t.copy_from_slice(&full[..TAG]);
-        t
-    }
 }
 
 /// This container's journal, open for appending.
@@ -136,7 +55,7 @@ impl Journal {
     }
 
     fn write_line(&mut self) -> Result<(), Errno> {
-        let tag = self.chain.tag(&self.prev, &self.line);
+        let tag = self.chain.tag(&[&self.prev, &self.line]);
         self.line.push(b' ');
         for b in tag {
             self.line.push(HEX[(b >> 4) as usize]);
@@ -471,7 +390,7 @@ pub fn sign(
     let mut prev = [0u8; TAG];
     let mut out = Vec::new();
     let mut line = |body: Vec<u8>, out: &mut Vec<u8>| {
-        let tag = chain.tag(&prev, &body);
+        let tag = chain.tag(&[&prev, &body]);
         out.extend_from_slice(&body);
         out.push(b' ');
         for b in tag {
@@ -581,7 +500,7 @@ fn check_line<'a>(
     for (i, pair) in hex.chunks(2).enumerate() {
         tag[i] = hex_val(pair[0])? << 4 | hex_val(pair[1])?;
     }
-    let want = chain.tag(prev, body);
+    let want = chain.tag(&[prev, body]);
     // Constant time: the comparison says nothing about how much of a forged tag was right.
     let diff = want
         .iter()
@@ -859,20 +778,13 @@ mod tests {
 
     #[test]
     fn tags_chain_and_depend_on_the_key() {
-        let k1 = Key {
-            bytes: [1; 32],
-            given: true,
-        };
-        let k2 = Key {
-            bytes: [2; 32],
-            given: true,
-        };
+        let (k1, k2) = (Key::from_bytes([1; 32]), Key::from_bytes([2; 32]));
         let (c1, c2) = (Chain::new(&k1), Chain::new(&k2));
-        let t = c1.tag(&[0; TAG], b"S 1 1 1");
-        assert_ne!(t, c2.tag(&[0; TAG], b"S 1 1 1"));
+        let t = c1.tag(&[&[0; TAG], b"S 1 1 1"]);
+        assert_ne!(t, c2.tag(&[&[0; TAG], b"S 1 1 1"]));
         assert_ne!(
             t,
-            c1.tag(&t, b"S 1 1 1"),
+            c1.tag(&[&t, b"S 1 1 1"]),
             "the same line elsewhere in the chain"
         );
         let mut line = b"S 1 1 1 ".to_vec();

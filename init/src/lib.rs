@@ -3,6 +3,7 @@
 //! [`cli_main`] is the whole command line (see `docs/init-cli.md` and `init/README.md`); the
 //! `init` binary is a thin wrapper around it, and `stepctl` embeds it.
 
+pub mod auth;
 pub mod fs;
 pub mod journal;
 pub mod machine;

@@ -2268,9 +2268,6 @@ mod tests {
                 _ => {}
             }
         }
-        if let Some(r) = seen.ended_without_start().first() {
-            return Err(format!("an end without a start: {r:?}"));
-        }
         if let Some((s, a)) = seen.open().first() {
             return Err(format!("{s}#{a} never ends"));
         }

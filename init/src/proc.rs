@@ -15,6 +15,7 @@
 //!    the group were re-parented to us), wait up to the grace, then SIGKILL to everything left,
 //!    again each time an orphan is re-parented to us, until waitpid says ECHILD.
 
+use crate::auth::RecordTags;
 use crate::sys::{self, Errno, Pid};
 use std::ffi::{CStr, CString};
 use std::os::raw::c_char;
@@ -130,6 +131,8 @@ pub struct Supervisor {
     exclusive: Vec<libc::c_int>,
     interrupt: Option<i32>,
     framers: [Framer; 2],
+    /// Signs the records when the run has a key.
+    signer: Option<RecordTags>,
     /// Signals whose disposition we inherited as SIG_IGN (bit N-1 for signal N); None: unknown,
     /// the child then resets all of them.
     ignored: Option<u64>,
@@ -163,6 +166,7 @@ impl Supervisor {
             exclusive: Vec::new(),
             interrupt: None,
             framers: [Framer::new(), Framer::new()],
+            signer: None,
             ignored: None,
             vfork: false,
             stack: Vec::new(),
@@ -237,8 +241,16 @@ impl Supervisor {
     /// the workflow (results also go to the state and the termination log).
     pub fn emit(&mut self, r: &Record) {
         self.out.clear();
-        self.framers[0].record(r, &mut self.out);
+        match self.signer.as_mut() {
+            Some(s) => self.framers[0].signed_record(r, &mut self.out, &mut |b| s.sign(b)),
+            None => self.framers[0].record(r, &mut self.out),
+        }
         let _ = sys::write_all(1, &self.out);
+    }
+
+    /// From now on every record carries its tag (see [`crate::auth`]).
+    pub fn sign_records(&mut self, tags: RecordTags) {
+        self.signer = Some(tags);
     }
 
     /// Step 2 of the module doc.

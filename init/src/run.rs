@@ -3,6 +3,7 @@
 //! The driver between the pure [`Machine`] and the OS: it parses the spec, loads/saves the state,
 //! turns [`Action`]s into processes, records and files, and processes into [`Event`]s.
 
+use crate::auth::RecordTags;
 use crate::fs::{self, Fd, Owner, Walk};
 use crate::journal::{self, Journal, Key, KEY_ENV};
 use crate::machine::{Action, Event, Launch, Machine};
@@ -77,6 +78,11 @@ fn parse(args: &[OsString]) -> Result<Opts, i32> {
 
 /// Reads and checks a spec: `init: FILE: JSON.PATH: what is wrong` on error.
 pub fn load_spec(path: &Path) -> Result<Spec, String> {
+    load_spec_and_digest(path).map(|(s, _)| s)
+}
+
+/// A spec and the SHA-256 of its bytes (the run's keys are bound to it: see [`crate::auth`]).
+pub fn load_spec_and_digest(path: &Path) -> Result<(Spec, [u8; 32]), String> {
     let name = path.display();
     // Symlinks followed (a ConfigMap's keys are links), but only a regular file, without
     // blocking, of bounded size.
@@ -104,7 +110,7 @@ pub fn load_spec(path: &Path) -> Result<Spec, String> {
     };
     de.end().map_err(|e| format!("{name}: {e}"))?;
     spec.validate().map_err(|e| format!("{name}: {e}"))?;
-    Ok(spec)
+    Ok((spec, crate::auth::spec_digest(&bytes)))
 }
 
 /// The program for `shell` steps when the spec names none: /bin/sh, else the `sh` that
@@ -134,7 +140,7 @@ pub fn run(args: &[OsString]) -> i32 {
         Ok(o) => o,
         Err(code) => return code,
     };
-    let spec = match load_spec(&o.spec) {
+    let (spec, digest) = match load_spec_and_digest(&o.spec) {
         Ok(s) => s,
         Err(e) => {
             sys::eprint_line(&e);
@@ -165,6 +171,10 @@ pub fn run(args: &[OsString]) -> i32 {
     sup.learn_ignored_signals();
     sup.use_vfork();
     sup.guard_terminal();
+    if key.given {
+        // Records the controller can tell from anything a step prints (see crate::auth).
+        sup.sign_records(RecordTags::new(&key.derive("records", &digest), o.group));
+    }
     let termination_log = TerminationLog::open(o.termination_log.as_deref());
     let (journal, taint) = match &o.state {
         None => {
@@ -177,7 +187,7 @@ pub fn run(args: &[OsString]) -> i32 {
                     "--state without {KEY_ENV}: steps running as this user could forge the state (see protocol/README.md)"
                 ));
             }
-            match journal::open(dir, &mut m, &key) {
+            match journal::open(dir, &mut m, &key.derive("journal", &digest)) {
                 Ok(opened) => {
                     // Their writer may have died before printing them: readers drop repeats.
                     for r in &opened.reprint {

@@ -204,7 +204,10 @@ fn a_step_cannot_make_a_failed_workflow_pass_through_the_state() {
         // A state cut short makes the next init report container 0's steps again (aborted):
         // a contradiction a controller sees, never a pass.
         for c in &read.contradictions {
-            assert!(c.contains("reported twice"), "{what}: {c}");
+            assert!(
+                c.contains("reported twice") || c.contains("skipped after it ran"),
+                "{what}: {c}"
+            );
         }
     }
 }

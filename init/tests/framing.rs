@@ -51,7 +51,7 @@ fn output_between_records(stream: &[u8]) -> (Vec<Record>, Vec<Vec<u8>>, Vec<&'st
                 recs.push(r);
                 segs.push(Vec::new());
             }
-            Event::Invalid { reason } => bad.push(reason),
+            Event::Invalid { reason } | Event::Unverified { reason } => bad.push(reason),
         };
         for c in stream.chunks(1000) {
             dec.feed(c, &mut on);
@@ -313,7 +313,7 @@ fn a_100_mib_line_passes_through_with_bounded_init_memory() {
                 }
             }
             Event::Record(r) => recs.push(r),
-            Event::Invalid { reason } => bad.push(reason),
+            Event::Invalid { reason } | Event::Unverified { reason } => bad.push(reason),
         });
     }
     dec.finish(&mut |e| {

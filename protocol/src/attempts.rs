@@ -32,21 +32,50 @@ impl Attempts {
                         "step {step} attempt {attempt} starts after its end"
                     )));
                 }
+                // Attempts follow each other: the one before has ended.
+                if *attempt > 1 && !self.ended.contains_key(&(step.clone(), attempt - 1)) {
+                    return Err(Contradiction(format!(
+                        "step {step} attempt {attempt} starts before attempt {} ended",
+                        attempt - 1
+                    )));
+                }
+                if self.ended.contains_key(&(step.clone(), 0)) {
+                    return Err(Contradiction(format!(
+                        "step {step} starts after it was reported skipped"
+                    )));
+                }
                 self.started.insert(k);
                 Ok(true)
             }
-            Record::End { step, attempt, .. } => {
+            Record::End {
+                step,
+                attempt,
+                status,
+                ..
+            } => {
                 let k = (step.clone(), *attempt);
                 match self.ended.get(&k) {
-                    Some(prev) if prev == r => Ok(false),
-                    Some(_) => Err(Contradiction(format!(
-                        "step {step} attempt {attempt} is reported twice with different results"
-                    ))),
-                    None => {
-                        self.ended.insert(k, r.clone());
-                        Ok(true)
+                    Some(prev) if prev == r => return Ok(false),
+                    Some(_) => {
+                        return Err(Contradiction(format!(
+                            "step {step} attempt {attempt} is reported twice with different results"
+                        )))
                     }
+                    None => {}
                 }
+                // What ran ended after it started; only "it never began" needs no start.
+                if *attempt > 0 && *status != Status::Aborted && !self.started.contains(&k) {
+                    return Err(Contradiction(format!(
+                        "step {step} attempt {attempt} ends {status} without having started"
+                    )));
+                }
+                if *attempt == 0 && self.started.iter().any(|(s, _)| s == step) {
+                    return Err(Contradiction(format!(
+                        "step {step} is reported skipped after it ran"
+                    )));
+                }
+                self.ended.insert(k, r.clone());
+                Ok(true)
             }
             Record::Done { .. } => Ok(true),
         }
@@ -67,26 +96,6 @@ impl Attempts {
     /// The attempts of `step` that started.
     pub fn started(&self, step: &str) -> usize {
         self.started.iter().filter(|(s, _)| s == step).count()
-    }
-
-    /// An end whose attempt never started: allowed only as "it never began" (aborted before
-    /// it started, or its container ended first) or a skip (attempt 0).
-    pub fn ended_without_start(&self) -> Vec<&Record> {
-        self.ended
-            .iter()
-            .filter(|(k, r)| {
-                k.1 > 0
-                    && !self.started.contains(*k)
-                    && !matches!(
-                        r,
-                        Record::End {
-                            status: Status::Aborted,
-                            ..
-                        }
-                    )
-            })
-            .map(|(_, r)| r)
-            .collect()
     }
 }
 
@@ -120,14 +129,29 @@ mod tests {
         assert_eq!(a.admit(&end("1", 1, Status::Failed)), Ok(false));
         assert!(a.admit(&end("1", 1, Status::Passed)).is_err());
         assert!(a.open().is_empty());
-        // A second attempt is new.
+        // A second attempt is new; "aborted before it began" needs no start.
         assert_eq!(a.admit(&end("1", 2, Status::Aborted)), Ok(true));
-        assert!(
-            a.ended_without_start().is_empty(),
-            "aborted before it began"
-        );
-        a.admit(&end("2", 1, Status::Passed)).unwrap();
-        assert_eq!(a.ended_without_start().len(), 1);
         assert_eq!(a.started("1"), 1);
+    }
+
+    #[test]
+    fn records_out_of_the_order_of_attempts_are_contradictions() {
+        let start = |step: &str, attempt| Record::Start {
+            step: step.into(),
+            name: None,
+            attempt,
+        };
+        let mut a = Attempts::default();
+        // An end of what never started (a forged pass).
+        assert!(a.admit(&end("1", 1, Status::Passed)).is_err());
+        // A second attempt before the first ended.
+        a.admit(&start("2", 1)).unwrap();
+        assert!(a.admit(&start("2", 2)).is_err());
+        a.admit(&end("2", 1, Status::Failed)).unwrap();
+        a.admit(&start("2", 2)).unwrap();
+        // Skipped after it ran, or run after it was skipped.
+        assert!(a.admit(&end("2", 0, Status::Skipped)).is_err());
+        a.admit(&end("3", 0, Status::Skipped)).unwrap();
+        assert!(a.admit(&start("3", 1)).is_err());
     }
 }

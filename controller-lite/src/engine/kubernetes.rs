@@ -9,7 +9,7 @@
 //! by decoding recorded `kubectl logs` output (`stepctl decode`), not by live runs.
 
 use super::{collect, make_sink, run_name, write_manifests, EngineError, Outcome, RunOptions};
-use crate::follow::{pump, Sink, Stream, Timestamps};
+use crate::follow::{pump, RecordAuth, Sink, StreamDecoder, Timestamps};
 use crate::manifest::{self, SETUP_NAME};
 use crate::plan::Plan;
 use crate::report::Collector;
@@ -103,8 +103,17 @@ fn phase(pod: &str) -> Option<String> {
 }
 
 /// Follows `kubectl logs -f POD -c NAME` into the sink. kubectl merges the container's stdout
-/// and stderr into one stream; records are still found (they always start a line).
-pub fn follow_logs(pod: &str, c: &str, sink: &Arc<Mutex<Sink>>) -> Result<(), EngineError> {
+/// and stderr into one stream, cut where the kubelet's reads of each pipe ended: a step's
+/// stderr can land between the bytes of an escape on stdout and so decode as a record. With
+/// `auth` (container `group`'s records; None: the setup container, which prints none) only
+/// records the init signed count, and anything else that decodes as one fails the run.
+pub fn follow_logs(
+    pod: &str,
+    c: &str,
+    auth: Option<&RecordAuth>,
+    group: Option<u32>,
+    sink: &Arc<Mutex<Sink>>,
+) -> Result<(), EngineError> {
     let mut child = kubectl()
         .args(["logs", "-f", pod, "-c", c])
         .stdout(Stdio::piped())
@@ -114,7 +123,8 @@ pub fn follow_logs(pod: &str, c: &str, sink: &Arc<Mutex<Sink>>) -> Result<(), En
     let out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let s1 = sink.clone();
-    let t = std::thread::spawn(move || pump(out, Stream::Stdout, Timestamps::Off, &s1));
+    let [merged, _] = StreamDecoder::pair(Timestamps::Off, auth, group);
+    let t = std::thread::spawn(move || pump(out, merged, &s1));
     let mut e = String::new();
     let _ = err.read_to_string(&mut e);
     let st = child.wait();
@@ -130,17 +140,19 @@ pub fn follow_logs(pod: &str, c: &str, sink: &Arc<Mutex<Sink>>) -> Result<(), En
 
 pub fn run(wf: &Workflow, plan: &Plan, opts: &RunOptions, signal_pipe: OwnedFd) -> Outcome {
     let job = run_name(&plan.name);
+    let key = super::state_key()?;
     let m = write_manifests(
         wf,
         plan,
         &opts.build_options(
             manifest::Kind::Job,
             &job,
-            manifest::StateKey::Secret(super::state_key()?),
+            manifest::StateKey::Secret(key.clone()),
         ),
         opts.keep,
         "job.yaml",
     )?;
+    let auth = RecordAuth::new(&key, m.objects.spec_json().as_bytes()).map_err(EngineError::new)?;
     if let Some(ns) = m.objects.workload["metadata"]["namespace"].as_str() {
         let _ = NAMESPACE.set(ns.to_string());
     }
@@ -174,7 +186,8 @@ pub fn run(wf: &Workflow, plan: &Plan, opts: &RunOptions, signal_pipe: OwnedFd) 
         });
         let mut names = vec![SETUP_NAME.to_string()];
         names.extend(plan.containers.iter().map(|c| c.name.clone()));
-        for c in &names {
+        for (i, c) in names.iter().enumerate() {
+            let group = i.checked_sub(1).map(|g| g as u32);
             let mut delay = Duration::from_millis(200);
             loop {
                 if started(&pod, c) {
@@ -190,7 +203,7 @@ pub fn run(wf: &Workflow, plan: &Plan, opts: &RunOptions, signal_pipe: OwnedFd) 
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
-            follow_logs(&pod, c, &sink)?;
+            follow_logs(&pod, c, Some(&auth), group, &sink)?;
         }
         Ok(())
     })();
@@ -213,13 +226,51 @@ pub fn run(wf: &Workflow, plan: &Plan, opts: &RunOptions, signal_pipe: OwnedFd) 
     Ok((r, interrupted))
 }
 
-/// `stepctl status POD` on Kubernetes: the logs of the pod's containers, decoded again.
-pub fn status(pod: &str, sink: &Arc<Mutex<Sink>>) -> Result<(), EngineError> {
+/// The key and spec of a pod stepctl made: from its Secret and its ConfigMap.
+fn pod_auth(pod: &str) -> Result<RecordAuth, String> {
+    let get = |what: &str, name: &str, path: &str| {
+        let o = kubectl()
+            .args(["get", what, name, "-o", &format!("jsonpath={path}")])
+            .stderr(Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !o.status.success() || o.stdout.is_empty() {
+            return Err(format!("cannot read {what} {name}"));
+        }
+        Ok(o.stdout)
+    };
+    let secret = jsonpath(
+        pod,
+        &format!(
+            "{{.spec.containers[0].env[?(@.name==\"{}\")].valueFrom.secretKeyRef.name}}",
+            manifest::STATE_KEY_ENV
+        ),
+    )
+    .ok_or("the pod names no state key")?;
+    let cm = jsonpath(
+        pod,
+        "{.spec.volumes[?(@.name==\"stepinit-spec\")].configMap.name}",
+    )
+    .ok_or("the pod names no spec ConfigMap")?;
+    let key = get("secret", &secret, "{.data.key}")?;
+    let key = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, key.trim_ascii())
+        .map_err(|e| format!("secret {secret}: {e}"))?;
+    let spec = get("configmap", &cm, "{.data.spec\\.json}")?;
+    RecordAuth::new(&String::from_utf8_lossy(&key), &spec)
+}
+
+/// `stepctl status POD` on Kubernetes: the logs of the pod's containers, decoded again, their
+/// records verified when the pod's key can be read (else a note says they were not).
+pub fn status(pod: &str, sink: &Arc<Mutex<Sink>>) -> Result<Vec<String>, EngineError> {
     let names = jsonpath(
         pod,
         "{range .spec.initContainers[*]}{.name}{\"\\n\"}{end}{range .spec.containers[*]}{.name}{\"\\n\"}{end}",
     )
     .ok_or_else(|| EngineError::new(format!("no pod {pod} (kubectl get pod failed)")))?;
+    let mut notes = Vec::new();
+    let auth = pod_auth(pod)
+        .map_err(|e| notes.push(super::unverified_note(&e)))
+        .ok();
     for c in names
         .lines()
         .filter(|n| *n == SETUP_NAME || n.starts_with("group-"))
@@ -227,7 +278,8 @@ pub fn status(pod: &str, sink: &Arc<Mutex<Sink>>) -> Result<(), EngineError> {
         if !started(pod, c) {
             break;
         }
-        follow_logs(pod, c, sink)?;
+        let group = c.strip_prefix("group-").and_then(|g| g.parse().ok());
+        follow_logs(pod, c, auth.as_ref(), group, sink)?;
     }
-    Ok(())
+    Ok(notes)
 }

@@ -18,6 +18,7 @@
 //! warning otherwise.
 
 use super::{collect, make_sink, relay, sandbox, EngineError, Outcome, RunOptions, TempDir};
+use crate::follow::{RecordAuth, StreamDecoder, Timestamps};
 use crate::manifest;
 use crate::plan::Plan;
 use crate::report::Collector;
@@ -149,17 +150,21 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Outcome {
         eprintln!("stepctl: warning: {w}");
     }
     let spec_path = tmp.path.join("spec.json");
-    std::fs::write(
-        &spec_path,
-        serde_json::to_vec(&spec).expect("spec serializes"),
-    )
-    .map_err(|e| io("cannot write the spec", e))?;
-    let exe = std::env::current_exe().map_err(|e| io("cannot find the stepctl executable", e))?;
+    let spec_bytes = serde_json::to_vec(&spec).expect("spec serializes");
+    std::fs::write(&spec_path, &spec_bytes).map_err(|e| io("cannot write the spec", e))?;
+    // This very program, whatever its path now names: a step running as its owner could
+    // replace the file at that path (~/.cargo/bin/stepctl) with a fake init given the key.
+    let exe = Path::new("/proc/self/exe");
+    if !exe.exists() {
+        return Err(EngineError::new(
+            "the local engine needs /proc (to start the init from this very stepctl)",
+        ));
+    }
 
     if as_root {
         // Like the setup container of a pod: state, workspace and HOMEs owned as the spec's
         // users need them (the init's own model; see init/README.md).
-        let o = Command::new(&exe)
+        let o = Command::new(exe)
             .arg("__init")
             .arg("setup")
             .arg(&tmp.path)
@@ -175,8 +180,10 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Outcome {
             )));
         }
     }
-    // The key of the state journals: the inits alone have it (steps never see it).
+    // The key of the state journals: the inits alone have it (steps never see it). A spec
+    // changed by a step (the run's directory is its user's) makes records that fail it.
     let key = super::state_key()?;
+    let auth = RecordAuth::new(&key, &spec_bytes).map_err(EngineError::new)?;
     let sink = make_sink(Collector::new(Some(&plan.spec)), opts.format);
     let started = Instant::now();
     let mut notes = Vec::new();
@@ -186,7 +193,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Outcome {
             break;
         }
         let make = |sub: &str| {
-            let mut cmd = Command::new(&exe);
+            let mut cmd = Command::new(exe);
             cmd.arg(sub)
                 .arg("run")
                 .arg(&spec_path)
@@ -200,13 +207,19 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Outcome {
                 .current_dir(&ws)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                // Its own process group: a terminal's Ctrl-C reaches stepctl only, which
-                // forwards it once; the init stops the running step and records it aborted.
-                .process_group(0);
-            // SAFETY: prctl is async-signal-safe; the init stops its step if stepctl dies.
+                .stderr(Stdio::piped());
+            // SAFETY: setsid and prctl are async-signal-safe.
             unsafe {
                 cmd.pre_exec(|| {
+                    // A session of its own, without a controlling terminal: a terminal's
+                    // Ctrl-C reaches stepctl only, which forwards it once (the init stops the
+                    // running step and records it aborted); and no step can open the user's
+                    // terminal as /dev/tty, print on it or push keys into the user's shell
+                    // (TIOCSTI).
+                    if libc::setsid() < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // The init stops its step if stepctl dies.
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
                     Ok(())
                 });
@@ -222,7 +235,8 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Outcome {
             // The signal came between spawn and set_child.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         }
-        let status = relay(child, &sink);
+        let decoders = StreamDecoder::pair(Timestamps::Off, Some(&auth), Some(group as u32));
+        let status = relay(child, decoders, &sink);
         signals::set_child(0);
         let status = status.map_err(|e| io("waiting for the init", e))?;
         match status.code() {

@@ -7,7 +7,7 @@ pub mod local;
 pub mod podman;
 pub mod sandbox;
 
-use crate::follow::{pump, pump_into, Sink, Stream, StreamDecoder, Timestamps};
+use crate::follow::{pump, pump_into, Sink, StreamDecoder};
 use crate::manifest::{self, BuildOptions, Objects, StateKey};
 use crate::plan::Plan;
 use crate::report::{Collector, Format, Live, RunResult};
@@ -120,23 +120,28 @@ pub fn detach(c: &mut std::process::Command) {
 }
 
 /// Relays a child's piped stdout and stderr into the sink, each stream decoded on its own (as the
-/// init wrote them), until both end; returns the child's exit status.
-pub fn relay(mut child: Child, sink: &Arc<Mutex<Sink>>) -> std::io::Result<ExitStatus> {
+/// init wrote them) by `decoders`, until both end; returns the child's exit status.
+pub fn relay(
+    mut child: Child,
+    decoders: [StreamDecoder; 2],
+    sink: &Arc<Mutex<Sink>>,
+) -> std::io::Result<ExitStatus> {
+    let [d_out, d_err] = decoders;
     let threads: Vec<_> = [
         child
             .stdout
             .take()
-            .map(|r| (Box::new(r) as Box<dyn Read + Send>, Stream::Stdout)),
+            .map(|r| (Box::new(r) as Box<dyn Read + Send>, d_out)),
         child
             .stderr
             .take()
-            .map(|r| (Box::new(r) as Box<dyn Read + Send>, Stream::Stderr)),
+            .map(|r| (Box::new(r) as Box<dyn Read + Send>, d_err)),
     ]
     .into_iter()
     .flatten()
-    .map(|(r, stream)| {
+    .map(|(r, d)| {
         let s = sink.clone();
-        std::thread::spawn(move || pump(r, stream, Timestamps::Off, &s))
+        std::thread::spawn(move || pump(r, d, &s))
     })
     .collect();
     let status = child.wait();
@@ -192,6 +197,11 @@ pub fn collect(
     let mut r = g.collector.result(name, interrupted, wall_ms);
     r.notes.splice(0..0, notes);
     r
+}
+
+/// The note of a report whose records could not be verified (`status`, `decode`).
+pub fn unverified_note(why: &str) -> String {
+    format!("records not authenticated ({why}): a step could have forged them")
 }
 
 /// A fresh state key for a run.

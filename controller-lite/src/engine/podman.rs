@@ -9,7 +9,7 @@
 use super::{
     collect, make_sink, relay_into, run_name, write_manifests, EngineError, Outcome, RunOptions,
 };
-use crate::follow::{Sink, Stream, StreamDecoder, Timestamps};
+use crate::follow::{RecordAuth, Sink, StreamDecoder, Timestamps};
 use crate::manifest::{self, BuildOptions, SETUP_NAME};
 use crate::plan::Plan;
 use crate::report::Collector;
@@ -86,11 +86,16 @@ fn state(name: &str) -> Option<String> {
 /// the CRI format the kubelet writes too), stepctl reads the file itself, as it grows, until the
 /// container has exited and its init's `done` came (or the file stopped growing). Other log
 /// drivers go through `podman logs -f`.
-pub fn follow_logs(name: &str, sink: &Arc<Mutex<Sink>>) -> Result<(), EngineError> {
-    let mut d = [
-        StreamDecoder::new(Stream::Stdout, Timestamps::Off),
-        StreamDecoder::new(Stream::Stderr, Timestamps::Off),
-    ];
+///
+/// With `auth`, only records signed by container `group`'s init count (None: the setup
+/// container, which prints none); anything else that decodes as one fails the run.
+pub fn follow_logs(
+    name: &str,
+    auth: Option<&RecordAuth>,
+    group: Option<u32>,
+    sink: &Arc<Mutex<Sink>>,
+) -> Result<(), EngineError> {
+    let mut d = StreamDecoder::pair(Timestamps::Off, auth, group);
     match log_file(name).and_then(|p| std::fs::File::open(p).ok()) {
         Some(f) => follow_file(f, name, &mut d, sink)?,
         None => {
@@ -249,6 +254,7 @@ fn stop(name: &str, grace_s: u64) {
 pub fn run(wf: &Workflow, plan: &Plan, opts: &RunOptions, signal_pipe: OwnedFd) -> Outcome {
     preflight(&opts.init_image)?;
     let pod = run_name(&plan.name);
+    let key = super::state_key()?;
     let m = write_manifests(
         wf,
         plan,
@@ -262,12 +268,13 @@ pub fn run(wf: &Workflow, plan: &Plan, opts: &RunOptions, signal_pipe: OwnedFd) 
             ..opts.build_options(
                 manifest::Kind::Pod,
                 &pod,
-                manifest::StateKey::Inline(super::state_key()?),
+                manifest::StateKey::Inline(key.clone()),
             )
         },
         opts.keep,
         "pod.yaml",
     )?;
+    let auth = RecordAuth::new(&key, m.objects.spec_json().as_bytes()).map_err(EngineError::new)?;
     let yaml_path = &m.path;
 
     let started = Instant::now();
@@ -288,7 +295,8 @@ pub fn run(wf: &Workflow, plan: &Plan, opts: &RunOptions, signal_pipe: OwnedFd) 
     let mut names = vec![SETUP_NAME.to_string()];
     names.extend(plan.containers.iter().map(|c| c.name.clone()));
     let mut notes = Vec::new();
-    for short in &names {
+    for (i, short) in names.iter().enumerate() {
+        let group = i.checked_sub(1).map(|g| g as u32);
         let full = format!("{pod}-{short}");
         if !wait_started(&full, &play, &play_done) {
             if !signals::interrupted() {
@@ -301,7 +309,7 @@ pub fn run(wf: &Workflow, plan: &Plan, opts: &RunOptions, signal_pipe: OwnedFd) 
             // Started after the signal: stopped at once, its init aborts or skips everything.
             stop(&full, opts.grace_s);
         }
-        follow_logs(&full, &sink)?;
+        follow_logs(&full, Some(&auth), group, &sink)?;
         if short == SETUP_NAME {
             if let Some(code) = exit_code(&full) {
                 if code != 0 {
@@ -432,6 +440,11 @@ pub fn pod_containers(pod: &str) -> Result<Vec<String>, EngineError> {
 /// setup copied it: it names the steps that never started. None when it cannot be read (the
 /// volume is gone, or the pod was not made by this engine).
 pub fn pod_spec(pod: &str) -> Option<stepinit_protocol::Spec> {
+    serde_json::from_slice(&pod_spec_bytes(pod)?).ok()
+}
+
+/// The bytes of [`pod_spec`].
+fn pod_spec_bytes(pod: &str) -> Option<Vec<u8>> {
     let o = podman()
         .args([
             "volume",
@@ -447,24 +460,56 @@ pub fn pod_spec(pod: &str) -> Option<stepinit_protocol::Spec> {
         return None;
     }
     let dir = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    let bytes = std::fs::read(std::path::Path::new(&dir).join("spec.json")).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    std::fs::read(std::path::Path::new(&dir).join("spec.json")).ok()
 }
 
-/// `stepctl status POD` on podman: the logs of the pod's containers, decoded again.
-pub fn status(pod: &str, sink: &Arc<Mutex<Sink>>) -> Result<(), EngineError> {
+/// The key of a pod stepctl made (in its containers' environment) and the spec it ran (read
+/// back from its volume), which authenticate its records.
+fn pod_auth(pod: &str, names: &[String]) -> Result<RecordAuth, String> {
+    let group = names
+        .iter()
+        .find(|n| n.ends_with("-group-0"))
+        .ok_or("no group-0 container")?;
+    let o = podman()
+        .args([
+            "container",
+            "inspect",
+            "--format",
+            "{{range .Config.Env}}{{println .}}{{end}}",
+            group,
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let env = String::from_utf8_lossy(&o.stdout);
+    let key = env
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{}=", manifest::STATE_KEY_ENV)))
+        .ok_or("its containers carry no state key")?;
+    let spec = pod_spec_bytes(pod).ok_or("its spec cannot be read back")?;
+    RecordAuth::new(key, &spec)
+}
+
+/// `stepctl status POD` on podman: the logs of the pod's containers, decoded again, their
+/// records verified when the pod's key and spec can be read (else a note says they were not).
+pub fn status(pod: &str, sink: &Arc<Mutex<Sink>>) -> Result<Vec<String>, EngineError> {
     let names = pod_containers(pod)?;
     if names.is_empty() {
         return Err(EngineError::new(format!(
             "pod {pod} has no stepctl containers (setup, group-N)"
         )));
     }
+    let mut notes = Vec::new();
+    let auth = pod_auth(pod, &names)
+        .map_err(|e| notes.push(super::unverified_note(&e)))
+        .ok();
     for n in names {
         if state(&n).as_deref() == Some("created") {
             break;
         }
+        let group = n.rsplit_once("-group-").and_then(|(_, g)| g.parse().ok());
         // A running container is followed to its end: what `status` of a running pod shows.
-        follow_logs(&n, sink)?;
+        follow_logs(&n, auth.as_ref(), group, sink)?;
     }
-    Ok(())
+    Ok(notes)
 }
