@@ -10,9 +10,10 @@ use std::process::ExitCode;
 use stepctl::engine::{self, EngineError, RunOptions};
 use stepctl::follow::{pump, RecordAuth, Stream, StreamDecoder, Timestamps};
 use stepctl::manifest::{self, BuildOptions, Kind};
-use stepctl::plan::{self, ImageMeta, Plan};
+use stepctl::plan::{self, ImageMeta, LookupError, Plan};
 use stepctl::report::{self, Collector, Format, RunResult};
-use stepctl::workflow::{self, Workflow};
+use stepctl::testworkflow;
+use stepctl::workflow::Workflow;
 use stepctl::{image, signals};
 
 #[derive(Parser)]
@@ -57,6 +58,17 @@ enum ImagesFrom {
     None,
 }
 
+/// Where templates come from and what the workflow's config parameters are.
+#[derive(clap::Args, Clone, Default)]
+struct Lang {
+    /// TestWorkflowTemplate documents: a file, or a directory of `*.yaml` (repeatable).
+    #[arg(long = "templates", value_name = "PATH")]
+    templates: Vec<PathBuf>,
+    /// A value for the workflow's config parameter NAME (repeatable).
+    #[arg(long = "config", value_name = "NAME=VALUE")]
+    config: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Print the Kubernetes manifests (ConfigMap + Pod or Job) for a workflow.
@@ -73,13 +85,18 @@ enum Cmd {
         /// Where image metadata comes from when a step has no command or user.
         #[arg(long, value_enum, default_value = "registry")]
         images: ImagesFrom,
+        #[command(flatten)]
+        lang: Lang,
         workflow: PathBuf,
     },
-    /// Print the plan: the spec the init runs and which steps share a container.
+    /// Print the plan: the spec the init runs (as `build` puts it in the ConfigMap) and which
+    /// steps share a container.
     Plan {
-        /// Where image metadata comes from when a step has no command.
-        #[arg(long, value_enum, default_value = "podman")]
+        /// Where image metadata comes from when a step has no command or user.
+        #[arg(long, value_enum, default_value = "registry")]
         images: ImagesFrom,
+        #[command(flatten)]
+        lang: Lang,
         workflow: PathBuf,
     },
     /// Run a workflow and report its results.
@@ -106,6 +123,8 @@ enum Cmd {
         /// kubernetes; locally each step's own grace applies, 10 s).
         #[arg(long, default_value_t = 10)]
         grace: u64,
+        #[command(flatten)]
+        lang: Lang,
         /// The TestWorkflow YAML file (`-`: standard input).
         workflow: PathBuf,
     },
@@ -115,6 +134,9 @@ enum Cmd {
         /// The workflow, for step names of steps that never started.
         #[arg(long)]
         workflow: Option<PathBuf>,
+        /// Templates the workflow uses (a file or a directory, repeatable).
+        #[arg(long = "templates", value_name = "PATH")]
+        templates: Vec<PathBuf>,
         #[arg(long, value_enum, default_value = "text")]
         output: OutputKind,
         #[arg(long, value_name = "FILE")]
@@ -138,6 +160,13 @@ enum Cmd {
         /// Where the pod is: podman or kubernetes.
         #[arg(long, value_enum, default_value = "podman")]
         engine: EngineKind,
+        /// The workflow, for the names of steps that never started when the pod's spec cannot
+        /// be read back (Kubernetes).
+        #[arg(long)]
+        workflow: Option<PathBuf>,
+        /// Templates the workflow uses (a file or a directory, repeatable).
+        #[arg(long = "templates", value_name = "PATH")]
+        templates: Vec<PathBuf>,
         #[arg(long, value_enum, default_value = "text")]
         output: OutputKind,
         #[arg(long, value_name = "FILE")]
@@ -180,8 +209,16 @@ fn usage(e: impl std::fmt::Display) -> EngineError {
     }
 }
 
-fn load(path: &Path) -> Result<Workflow, EngineError> {
-    let wf = workflow::load(path).map_err(usage)?;
+fn load(path: &Path, lang: &Lang) -> Result<Workflow, EngineError> {
+    let mut o = testworkflow::Options {
+        templates: lang.templates.clone(),
+        ..Default::default()
+    };
+    for c in &lang.config {
+        o.config
+            .push(testworkflow::config::parse_flag(c).map_err(usage)?);
+    }
+    let wf = testworkflow::load(path, &o).map_err(usage)?;
     for w in &wf.warnings {
         eprintln!("stepctl: warning: {w}");
     }
@@ -200,12 +237,18 @@ fn to_meta(c: image::ImageConfig) -> ImageMeta {
 /// Plans with image metadata from `from`.
 fn make_plan(wf: &Workflow, from: ImagesFrom, users: bool) -> Result<Plan, EngineError> {
     let mut registry: Option<Result<image::RegistryClient, String>> = None;
-    let mut resolve = |img: &str| -> Result<ImageMeta, String> {
+    // Errors of the image module name the fields that make the lookup unnecessary.
+    let advised = |e: image::ImageError| LookupError {
+        message: e.to_string(),
+        advises: true,
+    };
+    let mut resolve = |img: &str| -> Result<ImageMeta, LookupError> {
         match from {
-            ImagesFrom::None => Err("image lookups are disabled (--images none)".into()),
-            ImagesFrom::Podman => image::inspect_podman(img)
-                .map(to_meta)
-                .map_err(|e| e.to_string()),
+            ImagesFrom::None => Err(LookupError {
+                message: "image lookups are disabled (--images none)".into(),
+                advises: false,
+            }),
+            ImagesFrom::Podman => image::inspect_podman(img).map(to_meta).map_err(advised),
             ImagesFrom::Registry => {
                 let client = registry.get_or_insert_with(|| {
                     image::RegistryClient::from_env().map_err(|e| e.to_string())
@@ -214,15 +257,20 @@ fn make_plan(wf: &Workflow, from: ImagesFrom, users: bool) -> Result<Plan, Engin
                     Ok(c) => c
                         .config(img, &image::Platform::host())
                         .map(to_meta)
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.clone()),
+                        .map_err(advised),
+                    Err(e) => Err(LookupError {
+                        message: e.clone(),
+                        advises: false,
+                    }),
                 }
             }
         }
     };
     let mut p = plan::plan(wf, Some(&mut resolve)).map_err(usage)?;
     if users && from != ImagesFrom::None {
-        plan::fill_users(&mut p, &mut resolve);
+        for w in plan::fill_users(&mut p, &mut resolve) {
+            eprintln!("stepctl: warning: {w}");
+        }
     }
     Ok(p)
 }
@@ -293,9 +341,10 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
             restricted,
             init_image,
             images,
+            lang,
             workflow,
         } => {
-            let wf = load(&workflow)?;
+            let wf = load(&workflow, &lang)?;
             let p = make_plan(&wf, images, true)?;
             let objs = manifest::objects(
                 &wf,
@@ -304,7 +353,7 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
                     kind,
                     restricted,
                     init_image,
-                    name: wf.name.clone(),
+                    name: manifest::object_base(&wf.name),
                     annotations: Default::default(),
                     unique_volumes: false,
                     state_key: manifest::StateKey::Secret(engine::state_key()?),
@@ -314,13 +363,18 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
             emit(&objs.to_yaml())?;
             Ok(0)
         }
-        Cmd::Plan { images, workflow } => {
-            let wf = load(&workflow)?;
-            let p = make_plan(&wf, images, false)?;
+        Cmd::Plan {
+            images,
+            lang,
+            workflow,
+        } => {
+            let wf = load(&workflow, &lang)?;
+            let p = make_plan(&wf, images, true)?;
             for c in &p.containers {
                 eprintln!("{} ({}): steps {}", c.name, c.image, c.leaves.join(", "));
             }
-            let json = serde_json::to_string_pretty(&p.spec)
+            // What build puts in the ConfigMap.
+            let json = serde_json::to_string_pretty(&manifest::pod_spec(&p))
                 .map_err(|e| EngineError::new(format!("cannot encode the spec: {e}")))?;
             emit(&format!("{json}\n"))?;
             Ok(0)
@@ -333,9 +387,10 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
             init_image,
             restricted,
             grace,
+            lang,
             workflow,
         } => {
-            let wf = load(&workflow)?;
+            let wf = load(&workflow, &lang)?;
             let pipe = signals::install()
                 .map_err(|e| EngineError::new(format!("cannot install signal handlers: {e}")))?;
             let format = format_of(output);
@@ -360,10 +415,13 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
                     engine::kubernetes::run(&wf, &p, &opts, pipe)?
                 }
             };
+            let mut r = r;
+            r.description = wf.description.clone();
             finish(&r, format, junit.as_deref(), interrupted)
         }
         Cmd::Decode {
             workflow,
+            templates,
             output,
             junit,
             timestamps,
@@ -378,11 +436,17 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
                     ))
                 }
                 Some(w) => {
-                    let wf = load(w)?;
+                    let wf = load(
+                        w,
+                        &Lang {
+                            templates: templates.clone(),
+                            ..Default::default()
+                        },
+                    )?;
                     // Only the step tree and names matter here: a step that takes its image's
                     // ENTRYPOINT is named after the image (the logs' own names come first).
                     let mut by_image = |img: &str| {
-                        Ok(ImageMeta {
+                        Ok::<_, LookupError>(ImageMeta {
                             entrypoint: vec![img.to_string()],
                             ..Default::default()
                         })
@@ -421,15 +485,33 @@ fn real_main(cli: Cli) -> Result<i32, EngineError> {
         }
         Cmd::Status {
             engine: kind,
+            workflow,
+            templates,
             output,
             junit,
             pod,
         } => {
             let format = format_of(output);
-            let spec = match kind {
+            let mut spec = match kind {
                 EngineKind::Podman => engine::podman::pod_spec(&pod),
                 _ => None,
             };
+            if let (None, Some(w)) = (&spec, &workflow) {
+                let wf = load(
+                    w,
+                    &Lang {
+                        templates: templates.clone(),
+                        ..Default::default()
+                    },
+                )?;
+                let mut by_image = |img: &str| {
+                    Ok::<_, LookupError>(ImageMeta {
+                        entrypoint: vec![img.to_string()],
+                        ..Default::default()
+                    })
+                };
+                spec = Some(plan::plan(&wf, Some(&mut by_image)).map_err(usage)?.spec);
+            }
             let sink = engine::make_sink(Collector::new(spec.as_ref()), format);
             let notes = match kind {
                 EngineKind::Podman => engine::podman::status(&pod, &sink)?,

@@ -185,8 +185,44 @@ struct PodSpec {
 fn labels(workflow: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/managed-by".into(), "stepctl".into()),
-        ("stepinit.dev/workflow".into(), workflow.into()),
+        ("stepinit.dev/workflow".into(), dns_label(workflow, 63)),
     ])
+}
+
+/// `name` as a DNS label of at most `max` bytes, what Kubernetes takes as the name of a
+/// volume, a container or a Job and as a label's value: lowercase, any other character than
+/// a letter, a digit or `-` (a workflow's `.`) as `-`; when it must be cut, 8 hex digits of a
+/// hash of the whole name keep it apart from other names cut the same way.
+pub fn dns_label(name: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let mut out = out.trim_matches('-').to_string();
+    if out.is_empty() {
+        out = "workflow".into();
+    }
+    if out.len() > max {
+        // FNV-1a of the name as written.
+        let mut h: u32 = 0x811c9dc5;
+        for b in name.bytes() {
+            h = (h ^ b as u32).wrapping_mul(0x01000193);
+        }
+        out.truncate(max.saturating_sub(9));
+        out = format!("{}-{h:08x}", out.trim_end_matches('-'));
+    }
+    out
+}
+
+/// The base of the objects' names for workflow `name`: short enough that every name made from
+/// it (`BASE-stepinit-state`, the longest) is a DNS label.
+pub fn object_base(name: &str) -> String {
+    dns_label(name, 63 - "-stepinit-state".len())
 }
 
 fn err(path: &str, message: impl Into<String>) -> ManifestError {
@@ -314,14 +350,20 @@ fn mounts(v: &Volumes, setup: bool, extra: &[Value]) -> Vec<Value> {
     m
 }
 
-/// The objects (ConfigMap, then Pod or Job) as JSON values.
-pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Objects, ManifestError> {
-    // Setup prepares each container's working directory when it is a volume it also mounts:
-    // the workspace, shared by all containers (owned per the spec's users, never 0777).
+/// The spec as a pod's ConfigMap carries it: setup prepares each container's working
+/// directory when it is a volume it also mounts, the workspace, shared by all containers
+/// (owned per the spec's users, never 0777).
+pub fn pod_spec(plan: &Plan) -> stepinit_protocol::Spec {
     let mut spec = plan.spec.clone();
     for c in &mut spec.containers {
         c.working_dir = Some(WORKSPACE_DIR.into());
     }
+    spec
+}
+
+/// The objects (ConfigMap, then Pod or Job) as JSON values.
+pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Objects, ManifestError> {
+    let mut spec = pod_spec(plan);
     let vols = volume_names(o);
     let setup_sc = setup_security_context(wf.container.security_context.as_ref(), o.restricted)?;
     let setup = Container {
@@ -341,12 +383,21 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Objects, 
         volume_mounts: mounts(&vols, true, &[]),
     };
     let secret_name = format!("{}-state", o.name);
-    let key_env = match &o.state_key {
+    // The state key, and the sensitive config values, each from the Secret (Kubernetes) or
+    // inline (podman: a manifest that stays in stepctl's private directory).
+    let from_secret = |name: &str, key: &str, value: &str| match &o.state_key {
         StateKey::Secret(_) => {
-            json!({"name": STATE_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": "key"}}})
+            json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}})
         }
-        StateKey::Inline(k) => json!({"name": STATE_KEY_ENV, "value": k}),
+        StateKey::Inline(_) => json!({"name": name, "value": value}),
     };
+    let key_value = match &o.state_key {
+        StateKey::Secret(k) | StateKey::Inline(k) => k.clone(),
+    };
+    let mut private_env = vec![from_secret(STATE_KEY_ENV, "key", &key_value)];
+    for (i, (var, value)) in plan.secrets.iter().enumerate() {
+        private_env.push(from_secret(var, &format!("sensitive-{i}"), value));
+    }
     // A uid the pod's own securityContext (spec.pod) gives every container.
     let pod_uid = wf
         .pod
@@ -388,7 +439,13 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Objects, 
             ],
             resources: c.config.resources.clone(),
             security_context: sc,
-            env: vec![key_env.clone()],
+            env: private_env
+                .iter()
+                .cloned()
+                .chain(c.config.value_from().into_iter().map(|(name, from)| {
+                    json!({"name": name, "valueFrom": serde_json::to_value(from).unwrap_or_default()})
+                }))
+                .collect(),
             volume_mounts: mounts(&vols, false, &c.config.volume_mounts),
         });
     }
@@ -475,6 +532,16 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Objects, 
             sc["seccompProfile"] = json!({"type": "RuntimeDefault"});
         }
     }
+    // A Job's deadline bounds a bare pod too (`--kind pod` of a workflow that sets it in
+    // spec.job): the pod's own wins.
+    if let (Kind::Pod, Some(d)) = (o.kind, plan.deadline_s) {
+        if pod_spec
+            .get("activeDeadlineSeconds")
+            .is_none_or(Value::is_null)
+        {
+            pod_spec["activeDeadlineSeconds"] = json!(d);
+        }
+    }
     let cm = serde_json::to_value(&cm).expect("configmap serializes");
     let cm: Value = cm;
     let obj = match o.kind {
@@ -519,13 +586,20 @@ pub fn objects(wf: &Workflow, plan: &Plan, o: &BuildOptions) -> Result<Objects, 
     };
     let mut cm = cm;
     let mut secret = match &o.state_key {
-        StateKey::Secret(k) => Some(json!({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": secret_name, "labels": labels(&plan.name)},
-            "type": "Opaque",
-            "stringData": {"key": k},
-        })),
+        StateKey::Secret(k) => {
+            let mut data = Map::new();
+            data.insert("key".into(), json!(k));
+            for (i, (_, value)) in plan.secrets.iter().enumerate() {
+                data.insert(format!("sensitive-{i}"), json!(value));
+            }
+            Some(json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": secret_name, "labels": labels(&plan.name)},
+                "type": "Opaque",
+                "stringData": data,
+            }))
+        }
         StateKey::Inline(_) => None,
     };
     if let Some(ns) = obj["metadata"].get("namespace").cloned() {

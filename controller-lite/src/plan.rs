@@ -1,16 +1,27 @@
 //! The planner: a workflow's step tree becomes a `stepinit_protocol::Spec` (groups kept, every
 //! leaf assigned to a container) plus the list of containers the pod needs.
 //!
+//! A step becomes a leaf when it runs something itself (`shell`/`run`) and has no nested steps;
+//! a group when it has nested steps, its own operation (if any) then being a leaf between its
+//! `setup` and its `steps` (Testkube's order), with the step's condition.
+//!
 //! Merge rule (the Testkube architecture documentation's "pure" steps): leaves run in tree order;
 //! two adjacent leaves share a container when at least one of them is pure and their container
-//! settings are compatible (same image, pull policy, securityContext, volume mounts and
-//! resources; env, workingDir, command and args are per step and never prevent merging).
-//! `spec.system.isolatedContainers` disables merging; `spec.system.pureByDefault` makes steps
-//! pure unless they say `pure: false`. Five shell steps with steps 1 and 4 pure give containers
-//! {1,2} and {3,4,5}: 1|2 merge (1 is pure), 2|3 do not (neither is), 3|4 and 4|5 merge (4 is).
+//! settings are compatible (same image, pull policy, securityContext, volume mounts, resources
+//! and variables from other objects; env, workingDir, command and args are per step and never
+//! prevent merging). `spec.system.isolatedContainers` disables merging; `spec.system.pureByDefault`
+//! makes steps pure unless they say `pure: false`. Five shell steps with steps 1 and 4 pure give
+//! containers {1,2} and {3,4,5}: 1|2 merge (1 is pure), 2|3 do not (neither is), 3|4 and 4|5
+//! merge (4 is).
+//!
+//! Expressions left for run time (statuses, outputs, the environment) become the spec's
+//! `stepinit_protocol::expr` form: conditions, `retry.until`, and `computed` fields.
 
-use crate::workflow::{Condition, ContainerConfig, Step, Workflow, WorkflowError};
-use stepinit_protocol::spec::{self, EnvVar, Retry, Until};
+use crate::expr::{self, Part};
+use crate::workflow::{ContainerConfig, EnvValue, Rendered, Step, Workflow, WorkflowError};
+use std::collections::HashMap;
+use stepinit_protocol::expr::{BinOp, Expr as PExpr, Func};
+use stepinit_protocol::spec::{self, Computed, EnvVar, Field, Retry, Until};
 use stepinit_protocol::Spec;
 
 /// The image used by steps that name none (neither in `run`, `container` nor `spec.container`):
@@ -26,15 +37,24 @@ pub struct ImageMeta {
     pub user: Option<String>,
 }
 
-/// Looks up an image's metadata (podman or registry); `Err` says why it could not.
-pub type Resolver<'a> = &'a mut dyn FnMut(&str) -> Result<ImageMeta, String>;
+/// Why an image's metadata could not be had.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LookupError {
+    pub message: String,
+    /// The message already says which fields make the lookup unnecessary.
+    pub advises: bool,
+}
+
+/// Looks up an image's metadata (podman or registry).
+pub type Resolver<'a> = &'a mut dyn FnMut(&str) -> Result<ImageMeta, LookupError>;
 
 /// One container of the pod.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedContainer {
     /// Container name in the pod: `group-N`.
     pub name: String,
-    /// The settings shared by its steps (image, pull policy, securityContext, mounts, resources).
+    /// The settings shared by its steps (image, pull policy, securityContext, mounts, resources,
+    /// variables from other objects).
     pub config: ContainerConfig,
     pub image: String,
     /// Ids of the leaves it runs, in order.
@@ -48,6 +68,10 @@ pub struct Plan {
     pub name: String,
     pub spec: Spec,
     pub containers: Vec<PlannedContainer>,
+    /// Variables every container gets (sensitive config values), never in the spec.
+    pub secrets: Vec<(String, String)>,
+    /// `activeDeadlineSeconds`: how long the whole run may take.
+    pub deadline_s: Option<u64>,
 }
 
 /// A leaf in tree order with what merging needs.
@@ -61,45 +85,78 @@ struct Planner<'r, 'a> {
     wf: &'a Workflow,
     resolver: Option<Resolver<'r>>,
     leaves: Vec<Leaf>,
-    meta_cache: Vec<(String, Result<ImageMeta, String>)>,
+    meta_cache: Vec<(String, Result<ImageMeta, LookupError>)>,
+    /// Testkube id of a step → spec id of the leaf that runs its own operation (its outputs).
+    producers: HashMap<String, String>,
+}
+
+/// The spec id of the leaf running step `s`'s own operation, given the step's id: itself, or
+/// its place among its setup and steps.
+fn op_leaf_id(s: &Step, id: &str) -> String {
+    if s.is_group() {
+        format!("{id}.{}", s.setup.len() + 1)
+    } else {
+        id.to_string()
+    }
+}
+
+/// The producers (see [`Planner::producers`]) under a group at `id`.
+fn nested(s: &Step, id: &str, out: &mut HashMap<String, String>) {
+    let mut k = 0;
+    let mut next = || {
+        k += 1;
+        format!("{id}.{k}")
+    };
+    for c in &s.setup {
+        let cid = next();
+        visit(c, &cid, out);
+    }
+    if s.has_operation() {
+        next();
+    }
+    for c in &s.steps {
+        let cid = next();
+        visit(c, &cid, out);
+    }
+}
+
+fn visit(s: &Step, id: &str, out: &mut HashMap<String, String>) {
+    if let (Some(tk), true) = (&s.id, s.has_operation()) {
+        out.insert(tk.clone(), op_leaf_id(s, id));
+    }
+    if s.is_group() {
+        nested(s, id, out);
+    }
 }
 
 /// Plans a workflow. `resolver` is asked for image metadata when a step has no command (and
 /// for the user of containers whose securityContext has no runAsUser); without one, such a step
 /// is an error naming the fields to set.
 pub fn plan(wf: &Workflow, resolver: Option<Resolver<'_>>) -> Result<Plan, WorkflowError> {
+    let mut ids = HashMap::new();
+    for (i, s) in wf.steps.iter().enumerate() {
+        visit(s, &(i + 1).to_string(), &mut ids);
+    }
     let mut p = Planner {
         wf,
         resolver,
         leaves: Vec::new(),
         meta_cache: Vec::new(),
+        producers: ids,
     };
-    let top: Vec<(&Step, Condition)> = wf
-        .setup
-        .iter()
-        .chain(&wf.steps)
-        .map(|s| (s, Condition::Passed))
-        .chain(wf.after.iter().map(|s| (s, Condition::Always)))
-        .collect();
     let mut steps = Vec::new();
-    for (i, (s, default_cond)) in top.into_iter().enumerate() {
-        steps.push(p.step(
-            s,
-            &(i + 1).to_string(),
-            &wf.container,
-            wf.pure_by_default,
-            default_cond,
-        )?);
+    for (i, s) in wf.steps.iter().enumerate() {
+        steps.extend(p.step(s, &(i + 1).to_string(), &wf.container, wf.pure_by_default)?);
     }
     let containers = p.merge();
     // Assign container indexes to the leaves.
-    let mut index = std::collections::HashMap::new();
+    let mut index = HashMap::new();
     for (ci, c) in containers.iter().enumerate() {
         for id in &c.leaves {
             index.insert(id.clone(), ci as u32);
         }
     }
-    fn assign(steps: &mut [spec::Step], index: &std::collections::HashMap<String, u32>) {
+    fn assign(steps: &mut [spec::Step], index: &HashMap<String, u32>) {
         for s in steps {
             if s.steps.is_empty() {
                 s.container = index.get(s.id.as_deref().unwrap_or_default()).copied();
@@ -133,15 +190,19 @@ pub fn plan(wf: &Workflow, resolver: Option<Resolver<'_>>) -> Result<Plan, Workf
         name: wf.name.clone(),
         spec,
         containers,
+        secrets: wf.secrets.clone(),
+        deadline_s: wf.deadline_s(),
     })
 }
 
 /// Fills in the user of containers whose securityContext sets none, from the image's USER
 /// (numeric `uid[:gid]` only; a named user stays unknown, which the init's setup handles with
 /// its documented fallback). Images that declare no USER run as root. Used when building pods;
-/// the local engine ignores images.
-pub fn fill_users(plan: &mut Plan, resolver: Resolver<'_>) {
+/// the local engine ignores images. Returns a warning per image whose metadata could not be
+/// read (its containers' users then stay unknown).
+pub fn fill_users(plan: &mut Plan, resolver: Resolver<'_>) -> Vec<String> {
     let mut cache: Vec<(String, Option<ImageMeta>)> = Vec::new();
+    let mut warnings = Vec::new();
     for (i, c) in plan.containers.iter_mut().enumerate() {
         if c.run_as_user.is_some() {
             continue;
@@ -149,7 +210,16 @@ pub fn fill_users(plan: &mut Plan, resolver: Resolver<'_>) {
         let meta = match cache.iter().find(|(img, _)| *img == c.image) {
             Some((_, m)) => m.clone(),
             None => {
-                let m = resolver(&c.image).ok();
+                let m = match resolver(&c.image) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        warnings.push(format!(
+                            "the user of image {} is unknown ({}): its steps' files are prepared for any user",
+                            c.image, e.message
+                        ));
+                        None
+                    }
+                };
                 cache.push((c.image.clone(), m.clone()));
                 m
             }
@@ -170,11 +240,13 @@ pub fn fill_users(plan: &mut Plan, resolver: Resolver<'_>) {
             sc.run_as_group = c.run_as_group;
         }
     }
+    warnings
 }
 
 /// A short human name for a step that has none.
-fn derived_name(s: &Step, argv: &[String]) -> String {
-    let text = if let Some(sh) = &s.shell {
+fn derived_name(shell: Option<&Rendered>, argv: &[String]) -> String {
+    let text = if let Some(sh) = shell {
+        let sh = sh.shown();
         sh.lines()
             .map(str::trim)
             .find(|l| !l.is_empty() && !l.starts_with('#'))
@@ -197,6 +269,15 @@ fn derived_name(s: &Step, argv: &[String]) -> String {
     out
 }
 
+/// Names whose values are the step's status where a condition or `until` reads them.
+fn status_name(name: &str) -> Option<bool> {
+    match name {
+        "passed" | "success" | "self.passed" | "self.success" => Some(true),
+        "failed" | "error" | "self.failed" | "self.error" => Some(false),
+        _ => None,
+    }
+}
+
 impl Planner<'_, '_> {
     fn err(&self, path: &str, message: String) -> WorkflowError {
         WorkflowError {
@@ -206,7 +287,7 @@ impl Planner<'_, '_> {
         }
     }
 
-    fn meta(&mut self, image: &str) -> Option<Result<ImageMeta, String>> {
+    fn meta(&mut self, image: &str) -> Option<Result<ImageMeta, LookupError>> {
         if let Some((_, r)) = self.meta_cache.iter().find(|(i, _)| i == image) {
             return Some(r.clone());
         }
@@ -216,65 +297,239 @@ impl Planner<'_, '_> {
         Some(r)
     }
 
+    /// A run-time expression in the init's form. Err: what the init cannot evaluate.
+    fn runtime(&self, e: &expr::Expr) -> Result<PExpr, String> {
+        use expr::{Expr as E, Op, Value as V};
+        Ok(match e {
+            E::Lit(V::Null) => PExpr::Null,
+            E::Lit(V::Bool(b)) => PExpr::Bool(*b),
+            E::Lit(V::Str(s)) => PExpr::Str(s.clone()),
+            E::Lit(V::Int(n)) => PExpr::Call(Func::Int, vec![PExpr::Num(n.to_string())]),
+            E::Lit(V::Float(f)) => PExpr::Num(expr::value::format_float(*f)),
+            E::Lit(v) => {
+                return Err(format!(
+                    "{} ({}) cannot be used with values known only when the step runs",
+                    v.describe(),
+                    v.type_name()
+                ))
+            }
+            E::Var(name) => {
+                if let Some(passed) = status_name(name) {
+                    if passed {
+                        PExpr::Passed
+                    } else {
+                        PExpr::Failed
+                    }
+                } else if name == "status" || name == "self.status" {
+                    PExpr::Cond(
+                        Box::new(PExpr::Passed),
+                        Box::new(PExpr::Str("passed".into())),
+                        Box::new(PExpr::Str("failed".into())),
+                    )
+                } else if let Some(v) = name.strip_prefix("env.") {
+                    PExpr::Env(v.to_string())
+                } else if let Some(rest) = name.strip_prefix("step.") {
+                    let (tk, key) = rest
+                        .split_once(".outputs.")
+                        .ok_or_else(|| format!("unknown variable {name}"))?;
+                    let step = self.producers.get(tk).ok_or_else(|| {
+                        format!("step {tk} runs nothing of its own (no shell or run): it has no outputs")
+                    })?;
+                    PExpr::Output {
+                        step: step.clone(),
+                        key: key.to_string(),
+                    }
+                } else {
+                    return Err(format!("unknown variable {name}"));
+                }
+            }
+            E::Not(a) => PExpr::Not(Box::new(self.runtime(a)?)),
+            E::Neg(a) => PExpr::Neg(Box::new(self.runtime(a)?)),
+            E::Bin(op, a, b) => {
+                let o = match op {
+                    Op::Pow => return Err("`**` is not computed when the step runs".into()),
+                    o => BinOp::from_symbol(o.symbol()).ok_or("unknown operator")?,
+                };
+                PExpr::Bin(o, Box::new(self.runtime(a)?), Box::new(self.runtime(b)?))
+            }
+            E::Cond(c, a, b) => PExpr::Cond(
+                Box::new(self.runtime(c)?),
+                Box::new(self.runtime(a)?),
+                Box::new(self.runtime(b)?),
+            ),
+            E::Call(name, args) => {
+                let f = Func::named(name).ok_or_else(|| {
+                    format!("{name}() is not computed when the step runs (the init has string, int, bool, trim, len, shellquote, default)")
+                })?;
+                if args.iter().any(|(_, spread)| *spread) {
+                    return Err(format!(
+                        "{name}(): `...` is not computed when the step runs"
+                    ));
+                }
+                PExpr::Call(
+                    f,
+                    args.iter()
+                        .map(|(a, _)| self.runtime(a))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            E::Prop(_, p) => return Err(format!(".{p} is not computed when the step runs")),
+        })
+    }
+
+    /// A text with run-time parts, for a computed field.
+    fn runtime_text(&self, r: &Rendered) -> Result<PExpr, String> {
+        let mut parts = Vec::new();
+        for p in &r.0 {
+            parts.push(match p {
+                Part::Text(t) => PExpr::Str(t.clone()),
+                Part::Expr(e) => self.runtime(e).map_err(|m| format!("{{{{ {e} }}}}: {m}"))?,
+            });
+        }
+        Ok(PExpr::Text(parts))
+    }
+
+    fn condition(
+        &self,
+        c: Option<&expr::Expr>,
+        path: &str,
+    ) -> Result<spec::Condition, WorkflowError> {
+        Ok(match c {
+            None => spec::Condition::Passed,
+            Some(expr::Expr::Lit(v)) => {
+                if v.truthy() {
+                    spec::Condition::Always
+                } else {
+                    spec::Condition::Never
+                }
+            }
+            Some(expr::Expr::Var(n)) if status_name(n).is_some() => {
+                if status_name(n) == Some(true) {
+                    spec::Condition::Passed
+                } else {
+                    spec::Condition::Failed
+                }
+            }
+            Some(e) => spec::Condition::Expr(
+                self.runtime(e)
+                    .map_err(|m| self.err(&format!("{path}.condition"), format!("{e}: {m}")))?,
+            ),
+        })
+    }
+
+    fn until(&self, u: Option<&expr::Expr>, path: &str) -> Result<Until, WorkflowError> {
+        Ok(match u {
+            None => Until::Passed,
+            Some(expr::Expr::Var(n)) if status_name(n) == Some(true) => Until::Passed,
+            Some(expr::Expr::Var(n)) if status_name(n) == Some(false) => Until::Failed,
+            Some(e) => Until::Expr(
+                self.runtime(e)
+                    .map_err(|m| self.err(&format!("{path}.retry.until"), format!("{e}: {m}")))?,
+            ),
+        })
+    }
+
+    /// The spec steps of workflow step `s` at id `id`: one leaf or one group.
     fn step(
         &mut self,
         s: &Step,
         id: &str,
         inherited: &ContainerConfig,
         inherited_pure: bool,
-        default_cond: Condition,
-    ) -> Result<spec::Step, WorkflowError> {
+    ) -> Result<Vec<spec::Step>, WorkflowError> {
         let mut cfg = inherited.clone();
         if let Some(c) = &s.container {
             cfg = cfg.overlay(c);
         }
+        if let Some(wd) = &s.working_dir {
+            cfg = cfg.overlay(&ContainerConfig {
+                working_dir: Some(wd.clone()),
+                ..Default::default()
+            });
+        }
         let pure = s.pure.unwrap_or(inherited_pure);
-        let condition = match s.condition.unwrap_or(default_cond) {
-            Condition::Passed => spec::Condition::Passed,
-            Condition::Failed => spec::Condition::Failed,
-            Condition::Always => spec::Condition::Always,
-            Condition::Never => spec::Condition::Never,
-        };
+        let condition = self.condition(s.condition.as_ref(), &s.path)?;
+        if s.delay_ms.is_some() && !s.has_operation() {
+            return Err(self.err(
+                &format!("{}.delay", s.path),
+                "applies to a step's own shell or run: this step has none".to_string(),
+            ));
+        }
+        if !s.is_group() {
+            let mut leaf = self.leaf(s, id, &cfg, pure)?;
+            leaf.condition = condition;
+            leaf.timeout_ms = s.timeout_ms;
+            leaf.negative = s.negative;
+            leaf.optional = s.optional;
+            return Ok(vec![leaf]);
+        }
         let mut out = spec::Step {
             id: Some(id.to_string()),
+            name: Some(
+                s.name
+                    .clone()
+                    .unwrap_or_else(|| derived_name(s.shell.as_ref(), &[])),
+            ),
             timeout_ms: s.timeout_ms,
-            condition,
+            condition: condition.clone(),
             negative: s.negative,
             optional: s.optional,
-            retry: s.retry.as_ref().map(|r| Retry {
-                count: r.count,
-                until: if r.until_passed {
-                    Until::Passed
-                } else {
-                    Until::Failed
-                },
-            }),
             ..Default::default()
         };
-        if s.is_group() {
-            out.name = Some(s.name.clone().unwrap_or_else(|| derived_name(s, &[])));
-            for (i, c) in s.steps.iter().enumerate() {
-                // `after`-style defaults do not propagate: children default to `passed`.
-                out.steps.push(self.step(
-                    c,
-                    &format!("{id}.{}", i + 1),
-                    &cfg,
-                    pure,
-                    Condition::Passed,
-                )?);
-            }
-            return Ok(out);
+        let mut k = 0;
+        let mut next = || {
+            k += 1;
+            format!("{id}.{k}")
+        };
+        for c in &s.setup {
+            let cid = next();
+            out.steps.extend(self.step(c, &cid, &cfg, pure)?);
         }
+        if s.has_operation() {
+            // Its own operation, first after its setup, under its condition (Testkube ANDs the
+            // step's condition into each operation of the step).
+            let cid = next();
+            let mut leaf = self.leaf(s, &cid, &cfg, pure)?;
+            leaf.condition = condition;
+            // The step's name is the group's; the leaf is named after what it runs.
+            leaf.name = Some(derived_name(s.shell.as_ref(), &leaf.command));
+            out.steps.push(leaf);
+        }
+        for c in &s.steps {
+            let cid = next();
+            out.steps.extend(self.step(c, &cid, &cfg, pure)?);
+        }
+        Ok(vec![out])
+    }
+
+    /// The leaf running step `s`'s own operation (`shell` or `run`), with its container.
+    fn leaf(
+        &mut self,
+        s: &Step,
+        id: &str,
+        inherited: &ContainerConfig,
+        pure: bool,
+    ) -> Result<spec::Step, WorkflowError> {
+        let mut cfg = inherited.clone();
         if let Some(run) = &s.run {
             cfg = cfg.overlay(run);
-        }
-        if let Some(wd) = &s.working_dir {
-            cfg.working_dir = Some(wd.clone());
         }
         if cfg.image.is_none() {
             cfg.image = Some(DEFAULT_IMAGE.to_string());
         }
         let image = cfg.image.clone().unwrap_or_default();
+        let mut out = spec::Step {
+            id: Some(id.to_string()),
+            delay_ms: s.delay_ms,
+            retry: match &s.retry {
+                None => None,
+                Some(r) => Some(Retry {
+                    count: r.count,
+                    until: self.until(r.until.as_ref(), &s.path)?,
+                }),
+            },
+            ..Default::default()
+        };
         let mut argv = Vec::new();
         if let Some(sh) = &s.shell {
             if cfg.command.is_some() || cfg.args.is_some() {
@@ -283,9 +538,18 @@ impl Planner<'_, '_> {
                     "has both `shell` and `command`/`args`: use one".to_string(),
                 ));
             }
-            out.shell = Some(sh.clone());
+            out.shell = Some(sh.shown());
+            if sh.known().is_none() {
+                let value = self
+                    .runtime_text(sh)
+                    .map_err(|m| self.err(&format!("{}.shell", s.path), m))?;
+                out.computed.push(Computed {
+                    field: Field::Shell,
+                    value,
+                });
+            }
         } else {
-            argv = match &cfg.command {
+            let items: Vec<Rendered> = match &cfg.command {
                 Some(cmd) => {
                     let mut v = cmd.clone();
                     v.extend(cfg.args.clone().unwrap_or_default());
@@ -293,17 +557,21 @@ impl Planner<'_, '_> {
                 }
                 None => match self.meta(&image) {
                     Some(Ok(meta)) => {
-                        let mut v = meta.entrypoint.clone();
-                        v.extend(cfg.args.clone().unwrap_or(meta.cmd.clone()));
+                        let mut v: Vec<Rendered> =
+                            meta.entrypoint.iter().map(Rendered::plain).collect();
+                        match &cfg.args {
+                            Some(a) => v.extend(a.iter().cloned()),
+                            None => v.extend(meta.cmd.iter().map(Rendered::plain)),
+                        }
                         v
                     }
                     Some(Err(e)) => {
                         return Err(self.err(
                             &s.path,
-                            if e.contains("run.command") {
-                                format!("has no command, and the image's ENTRYPOINT/CMD could not be read: {e}")
+                            if e.advises {
+                                format!("has no command, and the ENTRYPOINT/CMD of image {image} could not be read: {}", e.message)
                             } else {
-                                format!("has no command, and the ENTRYPOINT/CMD of image {image} could not be read ({e}); set run.command (and run.args)")
+                                format!("has no command, and the ENTRYPOINT/CMD of image {image} could not be read ({}); set run.command (and run.args)", e.message)
                             },
                         ))
                     }
@@ -315,23 +583,52 @@ impl Planner<'_, '_> {
                     }
                 },
             };
-            if argv.is_empty() {
+            if items.is_empty() {
                 return Err(self.err(
                     &s.path,
                     format!("image {image} has no ENTRYPOINT or CMD; set run.command"),
                 ));
             }
+            for (i, r) in items.iter().enumerate() {
+                argv.push(r.shown());
+                if r.known().is_none() {
+                    let value = self
+                        .runtime_text(r)
+                        .map_err(|m| self.err(&format!("{}.run.command[{i}]", s.path), m))?;
+                    out.computed.push(Computed {
+                        field: Field::Command(i as u32),
+                        value,
+                    });
+                }
+            }
             out.command = argv.clone();
         }
-        out.name = Some(s.name.clone().unwrap_or_else(|| derived_name(s, &argv)));
-        out.env = cfg
-            .env
-            .iter()
-            .map(|(k, v)| EnvVar {
-                name: k.clone(),
-                value: v.clone(),
-            })
-            .collect();
+        out.name = Some(
+            s.name
+                .clone()
+                .unwrap_or_else(|| derived_name(s.shell.as_ref(), &argv)),
+        );
+        for (k, v) in &cfg.env {
+            match v {
+                EnvValue::Text(r) => match r.known() {
+                    Some(value) => out.env.push(EnvVar {
+                        name: k.clone(),
+                        value,
+                    }),
+                    None => {
+                        let value = self
+                            .runtime_text(r)
+                            .map_err(|m| self.err(&format!("{}.env.{k}", s.path), m))?;
+                        out.computed.push(Computed {
+                            field: Field::Env(k.clone()),
+                            value,
+                        });
+                    }
+                },
+                // The container's own variable (Kubernetes fills it): not per step.
+                EnvValue::From(_) => {}
+            }
+        }
         out.working_dir = cfg.working_dir.clone();
         self.leaves.push(Leaf {
             id: id.to_string(),
@@ -354,8 +651,9 @@ impl Planner<'_, '_> {
                 out.last_mut().unwrap().leaves.push(leaf.id.clone());
             } else {
                 let mut config = leaf.config.clone();
-                // What stays per step is not part of the container.
-                config.env.clear();
+                // What stays per step is not part of the container (variables Kubernetes fills
+                // from other objects are).
+                config.env.retain(|(_, v)| matches!(v, EnvValue::From(_)));
                 config.command = None;
                 config.args = None;
                 config.working_dir = None;
@@ -381,6 +679,7 @@ pub fn compatible(a: &ContainerConfig, b: &ContainerConfig) -> bool {
         && a.security_context == b.security_context
         && a.volume_mounts == b.volume_mounts
         && a.resources == b.resources
+        && a.value_from() == b.value_from()
 }
 
 #[cfg(test)]
@@ -467,8 +766,8 @@ mod tests {
         assert_eq!(p.spec.steps[1].steps[1].steps[0].container, Some(0));
         assert_eq!(
             p.spec.steps[2].condition,
-            spec::Condition::Always,
-            "after steps always run"
+            spec::Condition::Passed,
+            "after steps are plain steps after the others (Testkube's templates say `condition: always` where they mean it)"
         );
         assert_eq!(p.spec.steps[0].name.as_deref(), Some("s"));
     }

@@ -33,6 +33,8 @@ pub struct StepResult {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunResult {
     pub name: String,
+    /// The workflow's `description`, shown above the steps.
+    pub description: Option<String>,
     pub status: Status,
     pub duration_ms: u64,
     pub steps: Vec<StepResult>,
@@ -300,6 +302,7 @@ impl Collector {
         }
         RunResult {
             name: name.to_string(),
+            description: None,
             status,
             duration_ms: wall_ms.unwrap_or(self.done_ms_total),
             steps,
@@ -411,6 +414,12 @@ fn symbol(s: Status) -> (&'static str, &'static str) {
 
 /// The result table printed after a run.
 pub fn table(r: &RunResult) -> String {
+    let mut out = String::new();
+    if let Some(d) = &r.description {
+        // One line, whatever the YAML gave.
+        let d: String = d.split_whitespace().collect::<Vec<_>>().join(" ");
+        out.push_str(&format!("{}: {d}\n", r.name));
+    }
     let mut rows: Vec<[String; 5]> = vec![[
         "STEP".into(),
         "STATUS".into(),
@@ -444,7 +453,6 @@ pub fn table(r: &RunResult) -> String {
     walk(&r.steps, 0, &mut rows);
     let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
     let widths: Vec<usize> = (0..5).map(width).collect();
-    let mut out = String::new();
     for row in &rows {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
@@ -481,13 +489,17 @@ pub fn to_json(r: &RunResult) -> Value {
             "steps": s.steps.iter().map(step).collect::<Vec<_>>(),
         })
     }
-    json!({
+    let mut doc = json!({
         "name": r.name,
         "status": r.status.as_str(),
         "durationMs": r.duration_ms,
         "steps": r.steps.iter().map(step).collect::<Vec<_>>(),
         "notes": r.notes,
-    })
+    });
+    if let Some(d) = &r.description {
+        doc["description"] = json!(d);
+    }
+    doc
 }
 
 fn xml_escape(s: &str) -> String {

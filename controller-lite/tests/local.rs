@@ -141,7 +141,10 @@ spec:
     run: {command: [no-such-program-xyz]}
   after:
   - name: always
+    condition: always
     shell: echo bye
+  - name: after, by default when passed
+    shell: echo must not run
 "#;
 
 #[test]
@@ -170,6 +173,11 @@ fn failing_workflow_exits_1_with_statuses() {
         "{m}"
     );
     assert_eq!(step(&doc, &["always"])["status"], "passed");
+    // `after` steps are steps like the others (as in Testkube): `passed` by default.
+    assert_eq!(
+        step(&doc, &["after, by default when passed"])["status"],
+        "skipped"
+    );
     assert!(stderr.contains("about to fail\n"), "{stderr}");
     assert!(!stderr.contains("must not run"), "{stderr}");
 }
@@ -186,8 +194,8 @@ fn invalid_workflows_exit_2_naming_the_field() {
             "spec.steps[0].timeout: invalid duration \"soon\"",
         ),
         (
-            "kind: TestWorkflow\nmetadata: {name: x}\nspec:\n  steps:\n  - shell: a\n    condition: \"env.CI == 'true'\"\n",
-            "spec.steps[0].condition: expression",
+            "kind: TestWorkflow\nmetadata: {name: x}\nspec:\n  steps:\n  - shell: a\n    condition: \"env.CI ==\"\n",
+            "spec.steps[0].condition: \"env.CI ==\": expected a value (at character 10)",
         ),
         ("kind: [", "not valid YAML"),
     ] {

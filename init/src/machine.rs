@@ -20,7 +20,8 @@
 //! far", so the init of container N continues where the init of N-1 stopped.
 
 use serde::{Deserialize, Serialize};
-use stepinit_protocol::spec::{Condition, Spec, Until};
+use stepinit_protocol::expr::Context;
+use stepinit_protocol::spec::{Computed, Condition, Field, Spec, Until};
 use stepinit_protocol::{Record, Status};
 
 /// Default time between SIGTERM and SIGKILL when a step is stopped.
@@ -62,6 +63,9 @@ pub struct Launch {
     pub grace_ms: u64,
     /// Monotonic ms at which the attempt must be stopped (its own or an enclosing group's).
     pub deadline: Option<u64>,
+    /// The attempt fails before it starts, for this reason (an expression of its condition or
+    /// of a computed field could not be evaluated): report [`Event::SpawnFailed`] at once.
+    pub fail: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,6 +275,8 @@ struct Leaf {
     uid: Option<u32>,
     gid: Option<u32>,
     container: u32,
+    /// Fields computed when an attempt starts.
+    computed: Vec<Computed>,
 }
 
 #[derive(Debug, Clone)]
@@ -337,6 +343,32 @@ pub struct Machine {
     restarted: bool,
     /// Nodes whose final end record this init emitted (for the termination summary).
     reported: Vec<usize>,
+    /// The init's own environment, under the steps': what `env.NAME` reads in expressions.
+    base_env: Vec<(String, String)>,
+}
+
+/// What an expression of node `node` reads: the scope's status, the node's environment.
+struct Cx<'a> {
+    passed: bool,
+    env: &'a [(String, String)],
+    base: &'a [(String, String)],
+}
+
+impl Context for Cx<'_> {
+    fn passed(&self) -> bool {
+        self.passed
+    }
+    fn env(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .chain(self.base.iter().rev())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    fn output(&self, _step: &str, _key: &str) -> Option<&str> {
+        None
+    }
 }
 
 /// A spec the machine cannot run, with the JSON path of the culprit.
@@ -402,7 +434,14 @@ impl Machine {
             stateless: false,
             restarted: false,
             reported: Vec::new(),
+            base_env: Vec::new(),
         })
+    }
+
+    /// The init's environment, which `env.NAME` in the spec's expressions reads (the steps'
+    /// own variables over it).
+    pub fn set_env(&mut self, env: Vec<(String, String)>) {
+        self.base_env = env;
     }
 
     /// This container's own journal was found (its header at least): its init was killed and
@@ -802,12 +841,23 @@ impl Machine {
 
     /// Whether leaf `i` may have another attempt after one that ended `status`.
     fn may_retry(&mut self, i: usize, status: Status, now: u64, out: &mut Vec<Action>) -> bool {
-        let Some((count, until)) = self.nodes[i].retry else {
+        let Some((count, until)) = &self.nodes[i].retry else {
             return false;
         };
+        let count = *count;
         let satisfied = match until {
             Until::Passed => status == Status::Passed,
             Until::Failed => status.is_failure(),
+            // `passed` is the attempt's own result here; an error ends the retries.
+            Until::Expr(e) => {
+                let env = self.chain_env(i);
+                let cx = Cx {
+                    passed: status == Status::Passed,
+                    env: &env,
+                    base: &self.base_env,
+                };
+                e.eval(&cx).map_or(true, |v| v.truthy())
+            }
         };
         !satisfied
             && self.st[i].attempt <= count
@@ -839,7 +889,7 @@ impl Machine {
         self.commit(e, out);
         if more {
             let next = self.st[i].attempt + 1;
-            self.launch(i, next, now, out);
+            self.launch(i, next, None, now, out);
             return;
         }
         self.cursor = self.after(i);
@@ -926,7 +976,15 @@ impl Machine {
     }
 
     /// Asks for attempt `attempt` of leaf `i`; it starts (is journaled and reported) once spawned.
-    fn launch(&mut self, i: usize, attempt: u32, now: u64, out: &mut Vec<Action>) {
+    /// With `fail`, the attempt fails at once with that reason instead.
+    fn launch(
+        &mut self,
+        i: usize,
+        attempt: u32,
+        fail: Option<String>,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
         let n = &self.nodes[i];
         let Some(leaf) = n.leaf.as_ref() else {
             return;
@@ -939,50 +997,110 @@ impl Machine {
                 deadline = Some(deadline.map_or(d, |x| x.min(d)));
             }
         }
-        let mut env = Vec::new();
-        // Environment: the workflow's, then each enclosing group's, then the leaf's.
-        let mut chain = vec![i];
-        let mut g = i;
-        while g != 0 {
-            g = self.nodes[g].parent;
-            chain.push(g);
-        }
-        for &a in chain.iter().rev() {
-            env.extend(self.nodes[a].env.iter().cloned());
+        let mut env = self.chain_env(i);
+        let mut argv = leaf.argv.clone();
+        let mut fail = fail;
+        // Fields computed now, from the environment and the outputs of earlier steps.
+        for c in &leaf.computed {
+            let cx = Cx {
+                passed: true,
+                env: &env,
+                base: &self.base_env,
+            };
+            match c.value.eval(&cx) {
+                Ok(v) => {
+                    let v = v.text();
+                    match &c.field {
+                        Field::Shell => {
+                            if let Some(script) = argv.last_mut().filter(|_| leaf.shell) {
+                                *script = v;
+                            }
+                        }
+                        Field::Command(k) => {
+                            if let Some(a) = argv.get_mut(*k as usize) {
+                                *a = v;
+                            }
+                        }
+                        Field::Env(name) => env.push((name.clone(), v)),
+                    }
+                }
+                Err(e) => {
+                    let what = match &c.field {
+                        Field::Shell => "shell".to_string(),
+                        Field::Command(k) => format!("command[{k}]"),
+                        Field::Env(n) => format!("env {n}"),
+                    };
+                    fail.get_or_insert(format!("{what}: {e}"));
+                }
+            }
         }
         out.push(Action::Spawn(Launch {
             node: i,
             step: n.id.clone(),
             attempt,
-            argv: leaf.argv.clone(),
+            argv,
             env,
             working_dir: leaf.working_dir.clone(),
             uid: leaf.uid,
             gid: leaf.gid,
             grace_ms: n.grace_ms,
             deadline,
+            fail,
         }));
         self.launching = Some((i, attempt));
     }
 
-    /// Why node `i`, entered now, is skipped (None: it runs).
-    fn skip_reason(&mut self, i: usize, now: u64, out: &mut Vec<Action>) -> Option<String> {
+    /// The variables of node `i`: the workflow's, then each enclosing group's, then its own.
+    fn chain_env(&self, i: usize) -> Vec<(String, String)> {
+        let mut chain = vec![i];
+        let mut g = i;
+        while g != 0 {
+            g = self.nodes[g].parent;
+            chain.push(g);
+        }
+        let mut env = Vec::new();
+        for &a in chain.iter().rev() {
+            env.extend(self.nodes[a].env.iter().cloned());
+        }
+        env
+    }
+
+    /// Why node `i`, entered now, is skipped (Ok(None): it runs; Err: its condition could not
+    /// be evaluated, which fails it).
+    fn skip_reason(
+        &mut self,
+        i: usize,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) -> Result<Option<String>, String> {
         if self.aborted {
-            return Some("the workflow was aborted".to_string());
+            return Ok(Some("the workflow was aborted".to_string()));
         }
         if self.timed_out_scope(i, now, out).is_some() {
-            return Some("an enclosing group timed out".to_string());
+            return Ok(Some("an enclosing group timed out".to_string()));
         }
         let failed = self.scope_failed(i);
-        match self.nodes[i].condition {
+        Ok(match &self.nodes[i].condition {
             Condition::Always => None,
             Condition::Never => Some("condition: never".to_string()),
             Condition::Passed if failed => Some("condition: passed, and a step failed".to_string()),
             Condition::Failed if !failed => {
                 Some("condition: failed, and no step failed".to_string())
             }
+            Condition::Expr(e) => {
+                let env = self.chain_env(i);
+                let cx = Cx {
+                    passed: !failed,
+                    env: &env,
+                    base: &self.base_env,
+                };
+                let v = e
+                    .eval(&cx)
+                    .map_err(|m| format!("its condition could not be evaluated: {m}"))?;
+                (!v.truthy()).then(|| "condition: false".to_string())
+            }
             _ => None,
-        }
+        })
     }
 
     /// Walks the tree from the cursor until a leaf is spawned or this container is done.
@@ -1086,8 +1204,46 @@ impl Machine {
                         self.cursor = self.after(i);
                         continue;
                     }
-                    if let Some(reason) = self.skip_reason(i, now, out) {
-                        self.commit(Entry::Skip { node: i, reason }, out);
+                    let fail = match self.skip_reason(i, now, out) {
+                        Ok(Some(reason)) => {
+                            self.commit(Entry::Skip { node: i, reason }, out);
+                            self.cursor = self.after(i);
+                            continue;
+                        }
+                        Ok(None) => None,
+                        Err(reason) => Some(reason),
+                    };
+                    if let (Some(reason), None) = (&fail, container) {
+                        // A group whose condition fails to evaluate: started, its steps
+                        // skipped, failed.
+                        self.commit(
+                            Entry::Start {
+                                node: i,
+                                attempt: 1,
+                                at: now,
+                            },
+                            out,
+                        );
+                        for c in self.nodes[i].children.clone() {
+                            let why = "its group's condition could not be evaluated".to_string();
+                            self.commit(
+                                Entry::Skip {
+                                    node: c,
+                                    reason: why,
+                                },
+                                out,
+                            );
+                        }
+                        let e = Entry::End {
+                            node: i,
+                            status: Status::Failed,
+                            code: None,
+                            ms: 0,
+                            attempt: 1,
+                            fin: true,
+                            reason: Some(reason.clone()),
+                        };
+                        self.commit(e, out);
                         self.cursor = self.after(i);
                         continue;
                     }
@@ -1118,7 +1274,7 @@ impl Machine {
                             self.cursor = self.after(i);
                         }
                         Some(_) => {
-                            self.launch(i, 1, now, out);
+                            self.launch(i, 1, fail, now, out);
                             return;
                         }
                         None => {
@@ -1166,7 +1322,7 @@ impl Machine {
                 out,
             );
         } else if own && self.timed_out_scope(i, now, out).is_none() {
-            self.launch(i, next, now, out);
+            self.launch(i, next, None, now, out);
         } else if last_failed || own {
             // No more attempts may run (its group timed out), or its container ended after a
             // failed attempt: that failure is the step's result.
@@ -1230,6 +1386,7 @@ impl Builder<'_> {
                     uid: s.run_as_user,
                     gid: s.run_as_group,
                     container,
+                    computed: s.computed.clone(),
                 })
             } else {
                 None
@@ -1249,12 +1406,12 @@ impl Builder<'_> {
                     .iter()
                     .map(|e| (e.name.clone(), e.value.clone()))
                     .collect(),
-                condition: s.condition,
+                condition: s.condition.clone(),
                 negative: s.negative,
                 optional: s.optional,
                 timeout_ms: s.timeout_ms,
                 grace_ms: s.grace_ms.unwrap_or(DEFAULT_GRACE_MS),
-                retry: s.retry.as_ref().map(|r| (r.count, r.until)),
+                retry: s.retry.as_ref().map(|r| (r.count, r.until.clone())),
                 first_container: first,
                 last_container: last,
             });

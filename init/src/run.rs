@@ -161,6 +161,18 @@ pub fn run(args: &[OsString]) -> i32 {
             return EXIT_BAD_SPEC;
         }
     };
+    // What `env.NAME` in the spec's expressions reads (the key is not for them either).
+    m.set_env(
+        std::env::vars_os()
+            .filter(|(k, _)| k != KEY_ENV)
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                )
+            })
+            .collect(),
+    );
     let mut sup = match Supervisor::new() {
         Ok(s) => s,
         Err(e) => {
@@ -251,6 +263,11 @@ pub fn run(args: &[OsString]) -> i32 {
                         // Aborted between two steps: this one never starts.
                         d.stop_signal = sig;
                         Event::Abort
+                    } else if let Some(reason) = &l.fail {
+                        Event::SpawnFailed {
+                            code: None,
+                            reason: reason.clone(),
+                        }
                     } else {
                         match d.spawn(&l) {
                             Ok(()) => Event::Spawned,

@@ -5,6 +5,7 @@
 //! groups whose result derives from their children. Each leaf names the `container` (0-based) that
 //! runs it; `init run SPEC --group N` runs container N's leaves, in tree order.
 
+use crate::expr::Expr;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -78,6 +79,9 @@ pub struct Step {
     /// Limit for the step (a group: for all its children), in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Waited before each attempt of the leaf starts (Testkube's `delay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
     /// Time between SIGTERM and SIGKILL when the step is stopped. Default: 10 000 ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_ms: Option<u64>,
@@ -102,6 +106,28 @@ pub struct Step {
     /// Children of a group.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<Step>,
+    /// Fields of a leaf computed when it starts (they use step outputs or the environment):
+    /// each replaces what the field holds (which is then only what a reader sees).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub computed: Vec<Computed>,
+}
+
+/// A field of a leaf and the expression that gives it when the leaf starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Computed {
+    pub field: Field,
+    pub value: Expr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Field {
+    Shell,
+    /// `command[i]`.
+    Command(u32),
+    /// The variable of this name in the step's environment.
+    Env(String),
 }
 
 /// Retry a leaf up to `count` more times until its result matches `until`.
@@ -113,16 +139,18 @@ pub struct Retry {
     pub until: Until,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Until {
     #[default]
     Passed,
     Failed,
+    /// Until the expression is true after an attempt (`passed` there: the attempt passed).
+    Expr(Expr),
 }
 
 /// When a step runs, judged against the scopes (enclosing groups, up to the workflow) it is in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Condition {
     /// No enclosing scope has failed so far.
@@ -134,6 +162,8 @@ pub enum Condition {
     Always,
     /// Never runs (reported as skipped).
     Never,
+    /// Runs when the expression is true as the step starts (`passed` there: as `Passed`).
+    Expr(Expr),
 }
 
 impl Condition {

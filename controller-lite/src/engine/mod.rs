@@ -212,8 +212,9 @@ pub fn state_key() -> Result<String, EngineError> {
 /// A unique name for a run's pod or Job: the workflow's name (cut to keep the result a DNS
 /// label, as Job names must be) and a random suffix.
 pub fn run_name(workflow: &str) -> String {
-    let base: String = workflow.chars().take(56).collect();
-    format!("{}-{}", base.trim_end_matches('-'), suffix())
+    // `-` and 6 random characters after it.
+    let base = manifest::dns_label(workflow, 63 - "-stepinit-state".len() - 7);
+    format!("{base}-{}", suffix())
 }
 
 /// A short random suffix for pod names.
